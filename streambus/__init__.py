@@ -1,0 +1,83 @@
+"""streambus: LLM provider streams normalized into one typed event bus, on trio.
+
+Public API is exactly what ``__all__`` lists; every other module member is private.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from streambus.bus import Bus, Policy, SubscriberFailure, Subscription, open_bus
+from streambus.errors import (
+    ConfigError,
+    LocalProtocolError,
+    ProtocolError,
+    ProviderError,
+    RemoteProtocolError,
+    StreambusError,
+    TransportError,
+)
+from streambus.events import (
+    Channel,
+    Delta,
+    Event,
+    Start,
+    Stop,
+    StopReason,
+    ToolDelta,
+    Usage,
+    decode_event,
+    encode_event,
+)
+from streambus.message import Message, MessageBuilder, ToolCall, assemble
+from streambus.normalizers import AnthropicNormalizer, Normalizer, OpenAINormalizer
+from streambus.printer import ConsolePrinter, JsonlPrinter
+from streambus.providers import ProviderConfig, Request, resolve_provider
+from streambus.sse import ServerSentEvent, SSEDecoder
+from streambus.stream import new_session_id, open_stream, stream
+
+try:
+    __version__ = version("streambus")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "AnthropicNormalizer",
+    "Bus",
+    "Channel",
+    "ConfigError",
+    "ConsolePrinter",
+    "Delta",
+    "Event",
+    "JsonlPrinter",
+    "LocalProtocolError",
+    "Message",
+    "MessageBuilder",
+    "Normalizer",
+    "OpenAINormalizer",
+    "Policy",
+    "ProtocolError",
+    "ProviderConfig",
+    "ProviderError",
+    "RemoteProtocolError",
+    "Request",
+    "SSEDecoder",
+    "ServerSentEvent",
+    "Start",
+    "Stop",
+    "StopReason",
+    "StreambusError",
+    "SubscriberFailure",
+    "Subscription",
+    "ToolCall",
+    "ToolDelta",
+    "TransportError",
+    "Usage",
+    "__version__",
+    "assemble",
+    "decode_event",
+    "encode_event",
+    "new_session_id",
+    "open_bus",
+    "open_stream",
+    "resolve_provider",
+    "stream",
+]

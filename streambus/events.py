@@ -1,0 +1,118 @@
+"""The one event vocabulary every part of streambus speaks.
+
+Provider streams are normalized into five event types. Their JSON form (one object per event,
+tagged by ``"type"``) is public API: ``streambus run --format jsonl`` prints it, recordings
+store it, replay publishes it. See ``docs/events.md``.
+
+Every event carries ``session`` (the id of the stream it belongs to), ``seq`` (0, 1, 2, … within
+that session, no gaps) and ``t_ns`` (integer nanoseconds since the request was sent, from a
+monotonic clock). A session is always ``start`` first and exactly one ``stop`` last.
+
+Events are frozen: one batch is shared by every subscriber, so nobody may mutate it.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, TypeAlias
+
+import msgspec
+
+__all__ = [
+    "STOP_REASONS",
+    "Channel",
+    "Delta",
+    "Event",
+    "Start",
+    "Stop",
+    "StopReason",
+    "ToolDelta",
+    "Usage",
+    "decode_event",
+    "encode_event",
+]
+
+Channel: TypeAlias = Literal["text", "reasoning", "refusal"]
+StopReason: TypeAlias = Literal[
+    "stop", "length", "tool_calls", "content_filter", "cancelled", "error"
+]
+STOP_REASONS: Final = ("stop", "length", "tool_calls", "content_filter", "cancelled", "error")
+
+
+class _Base(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="type"):
+    """Fields every event has. Not itself an event type."""
+
+    session: str
+    seq: int
+    t_ns: int
+
+
+class Start(_Base, frozen=True, kw_only=True, gc=False, tag="start"):
+    """The request was sent. Always the first event of a session, at ``t_ns`` 0."""
+
+    provider: str
+    model: str
+
+
+class Delta(_Base, frozen=True, kw_only=True, gc=False, tag="delta"):
+    """A piece of generated text.
+
+    ``channel`` keeps the answer apart from reasoning (OpenAI-compatible ``reasoning_content``,
+    Anthropic thinking) and from an OpenAI refusal. An Anthropic thinking block's signature
+    arrives as a ``reasoning`` delta with empty ``text`` and ``signature`` set.
+    """
+
+    text: str
+    channel: Channel = "text"
+    signature: str | None = None
+
+
+class ToolDelta(_Base, frozen=True, kw_only=True, gc=False, tag="tool_delta"):
+    """A fragment of a tool call.
+
+    ``index`` counts tool calls within the turn from 0, whatever the provider's own indexing.
+    The first fragment of a call carries ``id`` and ``name``; the ``arguments`` of all fragments
+    with one index concatenate to the call's JSON arguments.
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class Usage(_Base, frozen=True, kw_only=True, gc=False, tag="usage"):
+    """Token counts as the provider reported them. Cumulative: a later one supersedes."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+class Stop(_Base, frozen=True, kw_only=True, gc=False, tag="stop"):
+    """The session ended. Exactly one per session, always last: also on error and cancellation.
+
+    ``reason`` is normalized; ``raw_reason`` is what the provider said (``end_turn``,
+    ``tool_calls``, …) or ``None`` when it said nothing; ``error`` explains reason ``error``.
+    """
+
+    reason: StopReason
+    raw_reason: str | None = None
+    error: str | None = None
+
+
+Event: TypeAlias = Start | Delta | ToolDelta | Usage | Stop
+
+_encoder: Final = msgspec.json.Encoder()
+_decoder: Final = msgspec.json.Decoder(Event)
+
+
+def encode_event(event: Event) -> bytes:
+    """The public JSON form of one event (no trailing newline)."""
+    return _encoder.encode(event)
+
+
+def decode_event(data: bytes | str) -> Event:
+    """Parse the public JSON form back into a typed event (validates every field)."""
+    event: Event = _decoder.decode(data)
+    return event
