@@ -1,0 +1,460 @@
+"""The event bus: publish a batch once, every subscriber receives it, each in its own task.
+
+Shape, and why:
+
+- **One mailbox per subscriber.** trio memory channels are point-to-point (receive clones
+  *compete* for items), so fan-out means one channel per subscriber.
+- **Batches, not single events.** A trio wake-up costs tens of µs; waking every subscriber for
+  every token would dominate the cost of a stream. ``publish`` takes everything one network
+  read produced and hands the same immutable tuple to every mailbox: one wake-up per read.
+- **Lossless by default.** A slow subscriber's bounded channel fills and ``publish`` waits:
+  backpressure, nothing dropped. A UI may opt into a lossy policy (``"coalesce"`` merges pending
+  text; ``"latest"`` keeps only the newest pending text) and then never slows the stream.
+- **Isolation.** A subscriber that raises is reported (``Bus.failures``, the ``streambus``
+  logger), stops receiving, and the others carry on.
+- **The last word is always delivered.** Subscriber tasks run shielded from outside
+  cancellation and end only when the bus closes and their mailbox is drained, so the final
+  ``stop`` (reason ``cancelled`` after Ctrl-C) reaches each of them. Closing waits at most
+  ``grace`` seconds for them, then cancels the stragglers.
+
+Three ways to subscribe (see ``docs/subscribers.md``): a function (sync or async) called per
+event; an object with ``on_start``/``on_delta``/``on_tool_delta``/``on_usage``/``on_stop``
+methods (or ``on_events`` for whole batches); or ``async for event in bus.subscribe()``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, Final, Literal, TypeAlias
+
+import msgspec
+import trio
+
+from streambus.events import Delta, Event, Start, Stop, ToolDelta, Usage
+
+__all__ = ["Batch", "Bus", "Policy", "SubscriberFailure", "Subscription", "open_bus"]
+
+logger = logging.getLogger("streambus")
+
+Batch: TypeAlias = tuple[Event, ...]
+Policy: TypeAlias = Literal["lossless", "coalesce", "latest"]
+Handler: TypeAlias = Callable[[Event], Awaitable[None] | None]
+
+_METHODS: Final = {
+    Start: "on_start",
+    Delta: "on_delta",
+    ToolDelta: "on_tool_delta",
+    Usage: "on_usage",
+    Stop: "on_stop",
+}
+
+
+class SubscriberFailure:
+    """A subscriber raised: which one, and what."""
+
+    __slots__ = ("error", "name")
+
+    def __init__(self, name: str, error: BaseException) -> None:
+        self.name = name
+        self.error = error
+
+    def __str__(self) -> str:
+        return f"subscriber {self.name!r} failed: {type(self.error).__name__}: {self.error}"
+
+    def __repr__(self) -> str:
+        return f"<SubscriberFailure {self}>"
+
+
+class _LossyMailbox:
+    """A mailbox that never blocks its sender: pending text is merged (or replaced) instead.
+
+    Only deltas and tool-call fragments are ever merged or dropped; ``start``, ``usage`` and
+    ``stop`` always arrive. Merging happens when the subscriber asks, in one linear pass.
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        self._latest = policy == "latest"
+        self._pending: list[Event] = []
+        self._closed = False
+        self._receiver_closed = False
+        self._lot = trio.lowlevel.ParkingLot()
+        self.dropped = 0
+
+    def send_nowait(self, batch: Batch) -> None:
+        if self._receiver_closed:
+            raise trio.BrokenResourceError
+        self._pending.extend(batch)
+        self._lot.unpark_all()
+
+    async def send(self, batch: Batch) -> None:
+        self.send_nowait(batch)
+
+    def close(self) -> None:
+        self._closed = True
+        self._lot.unpark_all()
+
+    def close_receiver(self) -> None:
+        self._receiver_closed = True
+        self._pending.clear()
+
+    async def receive(self) -> Batch:
+        while not self._pending:
+            if self._closed:
+                raise trio.EndOfChannel
+            await self._lot.park()
+        pending, self._pending = self._pending, []
+        return self._merge(pending)
+
+    def _merge(self, events: list[Event]) -> Batch:
+        out: list[Event] = []
+        head: Delta | ToolDelta | None = None  # first event of a run of mergeable ones
+        tail: Event | None = None
+        parts: list[str] = []
+        for event in events:
+            if head is not None and _continues(head, event):
+                parts.append(_text_of(event))
+                tail = event
+                self.dropped += 1
+                continue
+            if head is not None:
+                out.append(self._finish_run(head, tail, parts))
+                head = None
+            if isinstance(event, Delta | ToolDelta):
+                head = tail = event
+                parts = [_text_of(event)]
+            else:
+                out.append(event)
+        if head is not None:
+            out.append(self._finish_run(head, tail, parts))
+        return tuple(out)
+
+    def _finish_run(self, head: Delta | ToolDelta, tail: Event | None, parts: list[str]) -> Event:
+        """One event standing for a run: the head's identity, the tail's seq and time."""
+        if tail is head or tail is None:
+            return head
+        if isinstance(head, Delta):
+            text = parts[-1] if self._latest else "".join(parts)
+            return msgspec.structs.replace(head, text=text, seq=tail.seq, t_ns=tail.t_ns)
+        # Tool arguments are joined even under "latest": a UI needs the whole JSON.
+        return msgspec.structs.replace(head, arguments="".join(parts), seq=tail.seq, t_ns=tail.t_ns)
+
+
+def _continues(head: Delta | ToolDelta, event: Event) -> bool:
+    """Whether ``event`` may be merged into the run that ``head`` opened."""
+    if isinstance(head, Delta):
+        return (
+            isinstance(event, Delta)
+            and head.signature is None
+            and event.signature is None
+            and event.session == head.session
+            and event.channel == head.channel
+        )
+    return (
+        isinstance(event, ToolDelta)
+        and event.id is None
+        and event.name is None
+        and event.session == head.session
+        and event.index == head.index
+    )
+
+
+def _text_of(event: Event) -> str:
+    if isinstance(event, Delta):
+        return event.text
+    if isinstance(event, ToolDelta):
+        return event.arguments
+    return ""
+
+
+class Subscription:
+    """One subscriber: its mailbox, its policy, and (for handlers) its task.
+
+    Returned by :meth:`Bus.subscribe`. Without a handler it is an async iterator of events that
+    ends when the bus closes; use it as ``async with`` to unsubscribe early.
+    """
+
+    def __init__(self, bus: Bus, name: str, policy: Policy, buffer: int) -> None:
+        self.bus = bus
+        self.name = name
+        self.policy: Policy = policy
+        self.delivered = 0
+        self.failure: SubscriberFailure | None = None
+        self._done = trio.Event()
+        self._task_done: trio.Event | None = None  # set up for handler subscriptions only
+        self._scope = trio.CancelScope(shield=True)
+        self._send: Any
+        self._receive: Any
+        if policy == "lossless":
+            self._send, self._receive = trio.open_memory_channel[Batch](buffer)
+        elif policy in ("coalesce", "latest"):
+            self._send = self._receive = _LossyMailbox(policy)
+        else:
+            raise ValueError(f"unknown policy {policy!r}: use lossless, coalesce or latest")
+        self._current: Batch = ()
+        self._position = 0
+
+    @property
+    def dropped(self) -> int:
+        """Events merged away by a lossy policy (always 0 for ``lossless``)."""
+        return getattr(self._receive, "dropped", 0)
+
+    @property
+    def closed(self) -> bool:
+        return self._done.is_set()
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        """Whole batches as published (one per network read): the cheapest way to consume."""
+        while True:
+            try:
+                batch = await self._receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            self.delivered += len(batch)
+            yield batch
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        while self._position >= len(self._current):
+            try:
+                self._current = await self._receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                self._done.set()
+                raise StopAsyncIteration from None
+            self._position = 0
+            self.delivered += len(self._current)
+        event = self._current[self._position]
+        self._position += 1
+        return event
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Unsubscribe: the bus stops delivering here and never waits for this subscriber."""
+        if isinstance(self._receive, _LossyMailbox):
+            self._receive.close_receiver()
+        else:
+            self._receive.close()
+        self._done.set()
+        self.bus._forget(self)
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.name!r} policy={self.policy} delivered={self.delivered}>"
+
+
+class Bus:
+    """Fan-out of event batches to subscribers. Create with :func:`open_bus`."""
+
+    def __init__(self, *, buffer: int = 64, grace: float = 5.0) -> None:
+        self.buffer = buffer
+        self.grace = grace
+        self.failures: list[SubscriberFailure] = []
+        self._subscriptions: list[Subscription] = []
+        self._nursery: trio.Nursery | None = None
+        self._unstarted: list[tuple[Subscription, Any]] = []
+        self._closed = False
+
+    # -- subscribing --------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        handler: Any = None,
+        *,
+        policy: Policy = "lossless",
+        name: str | None = None,
+        buffer: int | None = None,
+    ) -> Subscription:
+        """Add a subscriber; it receives every batch published from now on.
+
+        ``handler`` is a function (sync or async) called with each event, or an object with
+        ``on_start``/``on_delta``/``on_tool_delta``/``on_usage``/``on_stop`` methods (any of them,
+        sync or async), or ``on_events(batch)`` to take whole batches. An object may also have
+        ``flush()`` and ``flush_interval`` (seconds): pending work is flushed at least that
+        often. Without a handler the subscription is an async iterator of events.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("the bus is closed")
+        if name is None:
+            name = (
+                _name_of(handler) if handler is not None else f"iterator-{len(self._subscriptions)}"
+            )
+        sub = Subscription(self, name, policy, self.buffer if buffer is None else buffer)
+        self._subscriptions.append(sub)
+        if handler is not None:
+            sub._task_done = trio.Event()
+            deliver = _deliverer(handler)
+            if self._nursery is None:
+                self._unstarted.append((sub, deliver))
+            else:
+                self._nursery.start_soon(self._run, sub, deliver, name=f"subscriber {name}")
+        return sub
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._subscriptions)
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    async def publish(self, events: Iterable[Event]) -> None:
+        """Deliver ``events`` as one batch to every subscriber, in order.
+
+        Returns as soon as every mailbox took the batch; waits only while a lossless
+        subscriber's mailbox is full (backpressure). Not a checkpoint when nobody is full.
+        """
+        batch = events if type(events) is tuple else tuple(events)
+        if self._closed:
+            raise trio.ClosedResourceError("the bus is closed")
+        if not batch:
+            return
+        for sub in self._subscriptions:
+            try:
+                sub._send.send_nowait(batch)
+            except trio.WouldBlock:
+                try:
+                    await sub._send.send(batch)
+                except trio.BrokenResourceError:
+                    self._forget(sub)
+            except trio.BrokenResourceError:
+                self._forget(sub)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def _start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        for sub, deliver in self._unstarted:
+            nursery.start_soon(self._run, sub, deliver, name=f"subscriber {sub.name}")
+        self._unstarted.clear()
+
+    async def aclose(self) -> None:
+        """Stop accepting events, let every subscriber drain, wait at most ``grace`` seconds."""
+        if self._closed:
+            return
+        self._closed = True
+        for sub in self._subscriptions:
+            sub._send.close()
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.grace):
+                for sub in list(self._subscriptions):
+                    if sub._task_done is not None:
+                        await sub._task_done.wait()
+            for sub in list(self._subscriptions):
+                sub._scope.cancel()
+
+    def _forget(self, sub: Subscription) -> None:
+        if sub in self._subscriptions:
+            self._subscriptions.remove(sub)
+
+    async def _run(self, sub: Subscription, deliver: _Deliver) -> None:
+        assert sub._task_done is not None
+        try:
+            with sub._scope:
+                try:
+                    await deliver(sub)
+                except Exception as exc:
+                    sub.failure = SubscriberFailure(sub.name, exc)
+                    self.failures.append(sub.failure)
+                    logger.error("%s", sub.failure, exc_info=exc)
+                    sub.close()
+        finally:
+            sub._task_done.set()
+
+
+_Deliver: TypeAlias = Callable[[Subscription], Awaitable[None]]
+
+
+def _name_of(handler: Any) -> str:
+    name = getattr(handler, "__qualname__", None) or type(handler).__name__
+    return str(name)
+
+
+def _maybe_async(fn: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
+    if inspect.iscoroutinefunction(fn):
+        return fn
+
+    async def call(*args: Any) -> None:
+        fn(*args)
+
+    return call
+
+
+def _deliverer(handler: Any) -> _Deliver:
+    """Build the loop that feeds one subscriber, resolving its methods once, not per event."""
+    on_events = getattr(handler, "on_events", None)
+    flush = getattr(handler, "flush", None)
+    interval = float(getattr(handler, "flush_interval", 0) or 0)
+    if on_events is not None:
+        take_batch = _maybe_async(on_events)
+    elif callable(handler) and not any(hasattr(handler, m) for m in _METHODS.values()):
+        per_event = _maybe_async(handler)
+
+        async def take_batch(batch: Batch) -> None:
+            for event in batch:
+                await per_event(event)
+
+    else:
+        table: dict[type, Callable[..., Awaitable[None]]] = {}
+        for cls, method in _METHODS.items():
+            fn = getattr(handler, method, None)
+            if fn is not None:
+                table[cls] = _maybe_async(fn)
+
+        async def take_batch(batch: Batch) -> None:
+            for event in batch:
+                fn = table.get(type(event))
+                if fn is not None:
+                    await fn(event)
+
+    flush_async = _maybe_async(flush) if flush is not None else None
+
+    async def deliver(sub: Subscription) -> None:
+        receive = sub._receive.receive
+        deadline = math.inf
+        while True:
+            with trio.move_on_at(deadline) as timer:
+                try:
+                    batch = await receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+            if timer.cancelled_caught:
+                assert flush_async is not None
+                await flush_async()
+                deadline = math.inf
+                continue
+            sub.delivered += len(batch)
+            await take_batch(batch)
+            if flush_async is not None and interval > 0:
+                now = trio.current_time()
+                if deadline == math.inf:
+                    deadline = now + interval
+                elif now >= deadline:
+                    await flush_async()
+                    deadline = math.inf
+        if flush_async is not None:
+            await flush_async()
+
+    return deliver
+
+
+@asynccontextmanager
+async def open_bus(*, buffer: int = 64, grace: float = 5.0) -> AsyncIterator[Bus]:
+    """Open a bus whose subscriber tasks live in a nursery for the duration of the block.
+
+    On exit the bus closes: subscribers drain what was published (including a final ``stop``
+    published during cancellation) and finish, within ``grace`` seconds.
+    """
+    bus = Bus(buffer=buffer, grace=grace)
+    async with trio.open_nursery() as nursery:
+        bus._start(nursery)
+        try:
+            yield bus
+        finally:
+            await bus.aclose()

@@ -1,0 +1,296 @@
+"""The bus: ordering, the three ways to subscribe, isolation, backpressure, lossy policies,
+flushing and cancellation. Virtual time (trio's MockClock with autojump) makes every timing
+assertion exact and instant."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+import trio
+
+from streambus import Delta, Event, Start, Stop, ToolDelta, Usage, open_bus
+from streambus.bus import Batch
+
+
+def make_session(n_deltas: int, session: str = "s1") -> list[Event]:
+    events: list[Event] = [Start(session=session, seq=0, t_ns=0, provider="sim", model="m")]
+    for i in range(n_deltas):
+        events.append(Delta(session=session, seq=i + 1, t_ns=i + 1, text=f"t{i} "))
+    events.append(
+        Usage(session=session, seq=n_deltas + 1, t_ns=n_deltas + 1, output_tokens=n_deltas)
+    )
+    events.append(Stop(session=session, seq=n_deltas + 2, t_ns=n_deltas + 2, reason="stop"))
+    return events
+
+
+def batches_of(events: list[Event], size: int) -> list[list[Event]]:
+    return [events[i : i + size] for i in range(0, len(events), size)]
+
+
+async def test_every_style_of_subscriber_receives_every_event_in_order() -> None:
+    events = make_session(50)
+    by_function: list[Event] = []
+    by_sync_function: list[Event] = []
+    by_methods: list[tuple[str, Event]] = []
+    by_iterator: list[Event] = []
+
+    async def handler(event: Event) -> None:
+        by_function.append(event)
+
+    class Methods:
+        async def on_start(self, event: Start) -> None:
+            by_methods.append(("start", event))
+
+        def on_delta(self, event: Delta) -> None:  # sync methods work too
+            by_methods.append(("delta", event))
+
+        async def on_usage(self, event: Usage) -> None:
+            by_methods.append(("usage", event))
+
+        async def on_stop(self, event: Stop) -> None:
+            by_methods.append(("stop", event))
+
+    async with open_bus() as bus, trio.open_nursery() as nursery:
+        bus.subscribe(handler)
+        bus.subscribe(by_sync_function.append)
+        bus.subscribe(Methods())
+        subscription = bus.subscribe()
+
+        async def consume() -> None:
+            async for event in subscription:
+                by_iterator.append(event)
+
+        nursery.start_soon(consume)
+        for batch in batches_of(events, 7):
+            await bus.publish(batch)
+        await bus.aclose()  # ends the iterator
+
+    assert by_function == events
+    assert by_sync_function == events
+    assert by_iterator == events
+    assert [e for _, e in by_methods] == events
+    assert [kind for kind, _ in by_methods][:2] == ["start", "delta"]
+    assert by_methods[-1][0] == "stop"
+
+
+async def test_batches_arrive_whole_and_shared() -> None:
+    events = make_session(10)
+    seen: list[Batch] = []
+
+    class BatchTaker:
+        def on_events(self, batch: Sequence[Event]) -> None:
+            seen.append(tuple(batch))
+
+    published = [tuple(b) for b in batches_of(events, 4)]
+    async with open_bus() as bus:
+        bus.subscribe(BatchTaker())
+        for batch in published:
+            await bus.publish(batch)
+    assert seen == published
+
+
+async def test_a_failing_subscriber_is_isolated_and_reported(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    events = make_session(20)
+    good: list[Event] = []
+
+    def explode(event: Event) -> None:
+        if event.seq == 3:
+            raise ValueError("boom")
+
+    async with open_bus(buffer=1) as bus:
+        bus.subscribe(good.append, name="good")
+        bad = bus.subscribe(explode, name="bad")
+        for event in events:  # one per batch, so a stuck mailbox would block the publisher
+            await bus.publish([event])
+            await trio.sleep(0.01)
+    assert good == events
+    assert len(bus.failures) == 1
+    assert bus.failures[0].name == "bad"
+    assert isinstance(bus.failures[0].error, ValueError)
+    assert "boom" in str(bus.failures[0])
+    assert bad.failure is bus.failures[0]
+    assert bad not in bus.subscriptions
+
+
+async def test_lossless_applies_backpressure_and_loses_nothing(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    events = make_session(8)
+    received: list[Event] = []
+
+    async def slow(event: Event) -> None:
+        await trio.sleep(1)
+        received.append(event)
+
+    async with open_bus(buffer=1) as bus:
+        bus.subscribe(slow)
+        start = trio.current_time()
+        for event in events:
+            await bus.publish([event])
+        publish_time = trio.current_time() - start
+    # 11 events, 1 s each, mailbox of 1 batch: the publisher had to wait for the subscriber.
+    assert publish_time >= len(events) - 3
+    assert received == events
+
+
+async def test_coalesce_never_blocks_and_keeps_the_whole_text(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    events = make_session(100)
+    received: list[Event] = []
+
+    async def slow(event: Event) -> None:
+        await trio.sleep(1)
+        received.append(event)
+
+    async with open_bus(grace=1000) as bus:
+        sub = bus.subscribe(slow, policy="coalesce")
+        start = trio.current_time()
+        for event in events:
+            await bus.publish([event])
+        assert trio.current_time() == start  # the publisher never waited
+    text = "".join(e.text for e in received if isinstance(e, Delta))
+    assert text == "".join(e.text for e in events if isinstance(e, Delta))
+    assert len(received) < len(events)
+    assert sub.dropped == len(events) - len(received)
+    assert isinstance(received[0], Start)
+    assert isinstance(received[-2], Usage)
+    assert isinstance(received[-1], Stop)
+    seqs = [e.seq for e in received]
+    assert seqs == sorted(seqs)  # a merged delta carries the newest seq
+
+
+async def test_latest_keeps_only_the_newest_pending_text(autojump_clock: trio.abc.Clock) -> None:
+    events = make_session(100)
+    received: list[Event] = []
+
+    async def slow(event: Event) -> None:
+        await trio.sleep(1)
+        received.append(event)
+
+    async with open_bus(grace=1000) as bus:
+        bus.subscribe(slow, policy="latest")
+        for event in events:
+            await bus.publish([event])
+    deltas = [e for e in received if isinstance(e, Delta)]
+    assert deltas[-1].text == "t99 "
+    assert len(deltas) < 100
+    assert isinstance(received[0], Start) and isinstance(received[-1], Stop)
+
+
+async def test_lossy_policies_join_tool_arguments_and_keep_call_identity() -> None:
+    from streambus.bus import _LossyMailbox
+
+    mailbox = _LossyMailbox("latest")
+    fragments = [
+        ToolDelta(session="s", seq=1, t_ns=1, index=0, id="call_1", name="f", arguments=""),
+        ToolDelta(session="s", seq=2, t_ns=2, index=0, arguments='{"a"'),
+        ToolDelta(session="s", seq=3, t_ns=3, index=0, arguments=": 1}"),
+        ToolDelta(session="s", seq=4, t_ns=4, index=1, id="call_2", name="g", arguments="{}"),
+    ]
+    mailbox.send_nowait(tuple(fragments))
+    merged = await mailbox.receive()
+    assert merged == (
+        ToolDelta(session="s", seq=3, t_ns=3, index=0, id="call_1", name="f", arguments='{"a": 1}'),
+        fragments[3],
+    )
+
+
+async def test_cancellation_still_delivers_the_final_stop_to_every_subscriber(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    events = make_session(5)
+    final = Stop(session="s1", seq=6, t_ns=9, reason="cancelled")
+    received: dict[str, list[Event]] = {"slow": [], "fast": []}
+
+    async def slow(event: Event) -> None:
+        await trio.sleep(0.5)
+        received["slow"].append(event)
+
+    with trio.move_on_after(1) as scope:
+        async with open_bus() as bus:
+            bus.subscribe(slow, name="slow")
+            bus.subscribe(received["fast"].append, name="fast")
+            try:
+                await bus.publish(events[:4])
+                await trio.sleep_forever()
+            finally:  # what stream() does when cancelled
+                with trio.CancelScope(shield=True):
+                    await bus.publish([final])
+    assert scope.cancelled_caught
+    for name in ("slow", "fast"):
+        assert received[name] == [*events[:4], final], name
+
+
+async def test_a_stuck_subscriber_is_cancelled_after_the_grace_period(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def stuck(event: Event) -> None:
+        await trio.sleep_forever()
+
+    start = trio.current_time()
+    async with open_bus(grace=3) as bus:
+        bus.subscribe(stuck)
+        await bus.publish(make_session(1))
+    assert trio.current_time() - start == pytest.approx(3)
+
+
+async def test_flush_runs_at_the_interval_even_without_new_events(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    class Buffered:
+        flush_interval = 0.1
+
+        def __init__(self) -> None:
+            self.pending: list[Event] = []
+            self.flushed: list[tuple[float, int]] = []
+
+        def on_events(self, batch: Sequence[Event]) -> None:
+            self.pending.extend(batch)
+
+        def flush(self) -> None:
+            if self.pending:
+                self.flushed.append((trio.current_time(), len(self.pending)))
+                self.pending.clear()
+
+    buffered = Buffered()
+    start = trio.current_time()
+    async with open_bus() as bus:
+        bus.subscribe(buffered)
+        await bus.publish(make_session(2)[:2])
+        await trio.sleep(1)  # nothing new arrives: the flush must still happen
+        assert len(buffered.flushed) == 1
+        assert buffered.flushed[0][0] - start == pytest.approx(0.1)
+        await bus.publish(make_session(2)[2:])
+    assert sum(n for _, n in buffered.flushed) == 5  # the rest is flushed at close
+
+
+async def test_publish_after_close_raises_trio_closed_resource_error() -> None:
+    async with open_bus() as bus:
+        pass
+    with pytest.raises(trio.ClosedResourceError):
+        await bus.publish(make_session(1))
+    with pytest.raises(trio.ClosedResourceError):
+        bus.subscribe(print)
+
+
+async def test_an_iterator_closed_early_never_blocks_the_publisher(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    events = make_session(50)
+    async with open_bus(buffer=1) as bus:
+        async with bus.subscribe() as subscription:
+            await bus.publish(events[:1])
+            assert await subscription.__anext__() == events[0]
+        with trio.fail_after(1):
+            for event in events[1:]:
+                await bus.publish([event])
+
+
+async def test_unknown_policy_is_rejected() -> None:
+    async with open_bus() as bus:
+        with pytest.raises(ValueError, match="unknown policy"):
+            bus.subscribe(print, policy="sometimes")  # type: ignore[arg-type]
