@@ -1,0 +1,43 @@
+"""A built-in provider simulator: OpenAI and Anthropic streaming over real loopback HTTP.
+
+Use ``open_simulator`` inside trio, ``start_in_thread`` for synchronous clients, or
+``python -m streambus.simulator`` to serve standalone. ``serve_canned`` replays recorded
+bytes exactly, for tests.
+"""
+
+from __future__ import annotations
+
+from ._http import (
+    Canned,
+    CannedServer,
+    Disconnect,
+    HTTPRequest,
+    HTTPResponse,
+    canned_handler,
+    serve_canned,
+    serve_http,
+)
+from .config import FAULT_KINDS, Fault, FaultKind, SimulatorConfig, parse_fault
+from .server import Simulator, open_simulator, serve
+from .thread import SimulatorThread, start_in_thread
+
+__all__ = [
+    "FAULT_KINDS",
+    "Canned",
+    "CannedServer",
+    "Disconnect",
+    "Fault",
+    "FaultKind",
+    "HTTPRequest",
+    "HTTPResponse",
+    "Simulator",
+    "SimulatorConfig",
+    "SimulatorThread",
+    "canned_handler",
+    "open_simulator",
+    "parse_fault",
+    "serve",
+    "serve_canned",
+    "serve_http",
+    "start_in_thread",
+]
