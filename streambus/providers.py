@@ -1,0 +1,247 @@
+"""Which provider to talk to and how: configuration, request bodies, error bodies. No I/O.
+
+Follows the official SDKs' conventions so existing environments just work:
+``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` (the base includes ``/v1``) and ``ANTHROPIC_API_KEY`` /
+``ANTHROPIC_BASE_URL`` (no ``/v1``; header ``anthropic-version``). ``sim`` is the built-in
+simulator, which speaks the OpenAI format.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from email.utils import parsedate_to_datetime
+from typing import Any, Final, Literal
+
+import msgspec
+
+from streambus.errors import ConfigError, ProviderError
+from streambus.normalizers import AnthropicNormalizer, Normalizer, OpenAINormalizer
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "PROVIDERS",
+    "ProviderConfig",
+    "Request",
+    "parse_error_body",
+    "redact",
+    "resolve_provider",
+]
+
+PROVIDERS: Final = ("sim", "openai", "anthropic")
+DEFAULT_MODELS: Final = {"sim": "sim-1", "openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-5"}
+_DEFAULT_BASE: Final = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+}
+ANTHROPIC_VERSION: Final = "2023-06-01"
+ANTHROPIC_DEFAULT_MAX_TOKENS: Final = 1024
+
+
+class Request(msgspec.Struct, kw_only=True):
+    """What to ask: provider-neutral. ``messages`` are ``{"role", "content"}`` mappings."""
+
+    messages: list[dict[str, Any]]
+    system: str | None = None
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Merged into the provider's JSON body as is (``top_p``, ``stop``, the simulator's knobs)."""
+
+    @classmethod
+    def from_prompt(cls, prompt: str, **kwargs: Any) -> Request:
+        return cls(messages=[{"role": "user", "content": prompt}], **kwargs)
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """A resolved provider: where to send, with which key, in which wire format."""
+
+    name: str
+    """What ``start.provider`` will say: ``sim``, ``openai`` or ``anthropic``."""
+    format: Literal["openai", "anthropic"]
+    base_url: str | None
+    """``None`` only for ``sim`` before its server is started."""
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+
+    def with_base_url(self, base_url: str) -> ProviderConfig:
+        return replace(self, base_url=base_url)
+
+    @property
+    def url(self) -> str:
+        base = (self.base_url or "").rstrip("/")
+        return f"{base}/chat/completions" if self.format == "openai" else f"{base}/v1/messages"
+
+    def headers(self) -> dict[str, str]:
+        headers = {"accept": "text/event-stream", "content-type": "application/json"}
+        if self.format == "anthropic":
+            headers["anthropic-version"] = ANTHROPIC_VERSION
+            if self.api_key:
+                headers["x-api-key"] = self.api_key
+        elif self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def body(self, request: Request) -> dict[str, Any]:
+        """The JSON body of a streaming request in this provider's format."""
+        model = request.model or self.model
+        if self.format == "anthropic":
+            body: dict[str, Any] = {
+                "model": model,
+                "max_tokens": request.max_tokens or ANTHROPIC_DEFAULT_MAX_TOKENS,
+                "messages": request.messages,
+                "stream": True,
+            }
+            if request.system:
+                body["system"] = request.system
+        else:
+            messages = list(request.messages)
+            if request.system:
+                messages.insert(0, {"role": "system", "content": request.system})
+            body = {
+                "model": model,
+                "messages": messages,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            if request.max_tokens is not None:
+                # api.openai.com's reasoning models refuse max_tokens; compatible servers
+                # (vLLM, older gateways) may not know max_completion_tokens.
+                key = "max_completion_tokens" if self._is_openai_proper else "max_tokens"
+                body[key] = request.max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        body.update(request.extra)
+        return body
+
+    @property
+    def _is_openai_proper(self) -> bool:
+        return self.name == "openai" and "api.openai.com" in (self.base_url or "")
+
+    def normalizer(self, session: str, model: str | None = None) -> Normalizer:
+        cls = AnthropicNormalizer if self.format == "anthropic" else OpenAINormalizer
+        return cls(session=session, provider=self.name, model=model or self.model)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self.api_key,) if self.api_key else ()
+
+
+def resolve_provider(
+    name: str = "auto",
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ProviderConfig:
+    """Resolve a provider from arguments, then the SDKs' environment variables.
+
+    ``auto`` picks ``openai`` when ``OPENAI_API_KEY`` is set, else ``anthropic`` when
+    ``ANTHROPIC_API_KEY`` is set, else the simulator.
+    """
+    env = os.environ if env is None else env
+    if name == "auto":
+        if api_key or base_url or env.get("OPENAI_API_KEY"):
+            name = "openai"
+        elif env.get("ANTHROPIC_API_KEY"):
+            name = "anthropic"
+        else:
+            name = "sim"
+    if name not in PROVIDERS:
+        raise ConfigError(f"unknown provider {name!r}: choose one of {', '.join(PROVIDERS)}")
+    model = model or DEFAULT_MODELS[name]
+    if name == "sim":
+        return ProviderConfig("sim", "openai", base_url, model, api_key or "sim")
+    prefix = name.upper()
+    base_url = base_url or env.get(f"{prefix}_BASE_URL") or _DEFAULT_BASE[name]
+    if not re.match(r"https?://", base_url):
+        raise ConfigError(f"base URL must start with http:// or https://, got {base_url!r}")
+    api_key = api_key or env.get(f"{prefix}_API_KEY") or None
+    if api_key is None and base_url == _DEFAULT_BASE[name]:
+        raise ConfigError(
+            f"{prefix}_API_KEY is not set: export it or pass --api-key "
+            "(or use --provider sim for the built-in simulator)"
+        )
+    fmt: Literal["openai", "anthropic"] = "anthropic" if name == "anthropic" else "openai"
+    return ProviderConfig(name, fmt, base_url, model, api_key)
+
+
+class _OpenAIErrorDetail(msgspec.Struct):
+    message: str | None = None
+    type: str | None = None
+    code: str | int | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    """Both providers' error bodies: OpenAI ``{"error": {...}}``, Anthropic adds ``type``."""
+
+    error: _OpenAIErrorDetail | str | None = None
+    message: str | None = None
+
+
+def parse_error_body(
+    provider: str, status: int, body: bytes, headers: Mapping[str, str]
+) -> ProviderError:
+    """Turn an HTTP error response into one clear :class:`ProviderError`."""
+    message: str | None = None
+    error_type: str | None = None
+    try:
+        parsed = msgspec.json.decode(body, type=_ErrorBody)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        parsed = None
+    if parsed is not None:
+        if isinstance(parsed.error, _OpenAIErrorDetail):
+            message = parsed.error.message
+            error_type = parsed.error.type or (
+                str(parsed.error.code) if parsed.error.code is not None else None
+            )
+        elif isinstance(parsed.error, str):
+            message = parsed.error
+        message = message or parsed.message
+    if not message:
+        text = body.decode("utf-8", "replace").strip()
+        message = " ".join(text.split())[:200] or _REASONS.get(status, "no error message")
+    return ProviderError(
+        provider, status, message, error_type=error_type, retry_after=retry_after(headers)
+    )
+
+
+_REASONS: Final = {401: "unauthorized", 403: "forbidden", 404: "not found", 429: "rate limited"}
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asked us to wait: ``retry-after-ms``, ``retry-after`` (secs or date)."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """Replace every secret (and any recognisable prefix of one a server echoed) in ``text``."""
+    for secret in secrets:
+        if len(secret) >= 8:
+            text = text.replace(secret, "[redacted]")
+            # Servers echo keys partially ("sk-abc1***wxyz"): hide any 8+ char prefix too.
+            text = re.sub(re.escape(secret[:8]) + r"\S*", "[redacted]", text)
+    return text
