@@ -3,7 +3,8 @@
 Public API is exactly what ``__all__`` lists; every other module member is private.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from streambus.bus import Bus, Policy, SubscriberFailure, Subscription, open_bus
 from streambus.errors import (
@@ -35,8 +36,8 @@ from streambus.sse import ServerSentEvent, SSEDecoder
 from streambus.stream import new_session_id, open_stream, stream
 
 try:
-    __version__ = version("streambus")
-except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = _version("streambus")
+except _PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
 __all__ = [

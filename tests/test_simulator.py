@@ -27,10 +27,10 @@ from streambus.simulator import (
     Simulator,
     SimulatorConfig,
     open_simulator,
+    parse_fault,
     serve_canned,
     start_in_thread,
 )
-from streambus.simulator.__main__ import _parser, config_from_args
 from streambus.simulator.corpus import (
     CORPUS,
     choose_entry,
@@ -778,21 +778,16 @@ async def test_open_simulator_leaves_nothing_running() -> None:
             await client.get(f"{url}/models")
 
 
-def test_command_line_config() -> None:
-    args = _parser().parse_args(
-        [
-            "--seed",
-            "4",
-            "--tps",
-            "0",
-            "--fault",
-            "http_error",
-            "--fault-status",
-            "429",
-            "--retry-after",
-            "1",
-        ]
-    )
-    config = config_from_args(args)
-    assert config.seed == 4 and config.tokens_per_second == 0
-    assert config.fault == Fault(kind="http_error", status=429, retry_after=1.0)
+def test_fault_command_line_form() -> None:
+    assert parse_fault("http_error:429") == Fault(kind="http_error", status=429)
+    assert parse_fault("http_error") == Fault(kind="http_error", status=500)
+    assert parse_fault("disconnect:5") == Fault(kind="disconnect", after_events=5)
+    assert parse_fault("no_done") == Fault(kind="no_done")
+    for bad, message in [
+        ("explode", "unknown fault 'explode'"),
+        ("stall:x", "is not a whole number"),
+        ("http_error:200", "within 400-599"),
+        ("no_done:3", "takes no number"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_fault(bad)

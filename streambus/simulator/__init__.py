@@ -1,7 +1,7 @@
 """A built-in provider simulator: OpenAI and Anthropic streaming over real loopback HTTP.
 
 Use ``open_simulator`` inside trio, ``start_in_thread`` for synchronous clients, or
-``python -m streambus.simulator`` to serve standalone. ``serve_canned`` replays recorded
+``streambus sim`` (the CLI) to serve standalone. ``serve_canned`` replays recorded
 bytes exactly, for tests.
 """
 

@@ -1,0 +1,193 @@
+"""Console subscribers: human text as it arrives, or the public JSON form one event per line.
+
+Both buffer and write at most every ``flush_interval`` seconds (and at ``stop``): a fast stream
+costs one write per interval, not one syscall per token, while a live stream still looks live.
+
+Where things go, so that ``streambus run … > answer.txt`` keeps just the answer: the answer
+text (and a refusal) on stdout; reasoning, tool-call fragments and the closing summary on
+stderr. On a terminal both interleave in order, reasoning dimmed; when a stream is not a
+terminal it gets plain text, no escape codes.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import IO, Final
+
+from streambus.events import Delta, Event, Stop, ToolDelta, encode_event
+from streambus.message import MessageBuilder
+
+__all__ = ["ConsolePrinter", "JsonlPrinter", "format_summary"]
+
+_DIM: Final = "\x1b[2m"
+_CYAN: Final = "\x1b[36m"
+_YELLOW: Final = "\x1b[33m"
+_RED: Final = "\x1b[31m"
+_RESET: Final = "\x1b[0m"
+
+
+def _is_tty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def format_summary(builder: MessageBuilder) -> str:
+    """``stop (end_turn) · 12 in / 111 out tokens · TTFT 0.31 s · 2.45 s · 45.3 tok/s``."""
+    msg = builder.message
+    parts: list[str] = []
+    if msg.stop is not None:
+        stop = msg.stop
+        raw = f" ({stop.raw_reason})" if stop.raw_reason and stop.raw_reason != stop.reason else ""
+        parts.append(f"{stop.reason}{raw}")
+    if msg.usage is not None:
+        u = msg.usage
+        parts.append(f"{_n(u.input_tokens)} in / {_n(u.output_tokens)} out tokens")
+    if msg.ttft_s is not None:
+        parts.append(f"TTFT {msg.ttft_s:.2f} s")
+    if msg.duration_s is not None:
+        parts.append(f"{msg.duration_s:.2f} s")
+    if msg.tokens_per_second is not None:
+        parts.append(f"{msg.tokens_per_second:.1f} tok/s")
+    return " · ".join(parts)
+
+
+def _n(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+class ConsolePrinter:
+    """Prints a stream for people. Subscribe it to a bus: ``bus.subscribe(ConsolePrinter())``."""
+
+    flush_interval: float = 0.05
+
+    def __init__(
+        self,
+        out: IO[str] | None = None,
+        err: IO[str] | None = None,
+        *,
+        color: bool | None = None,
+        summary: bool = True,
+    ) -> None:
+        self.out = out if out is not None else sys.stdout
+        self.err = err if err is not None else sys.stderr
+        self.color_out = _is_tty(self.out) if color is None else color
+        self.color_err = _is_tty(self.err) if color is None else color
+        self.summary = summary
+        self._pending: list[tuple[IO[str], str]] = []
+        self._mode: str | None = None  # "text", "reasoning", "refusal", "tool:N"
+        self._at_line_start = {id(self.out): True, id(self.err): True}
+        self._builders: dict[str, MessageBuilder] = {}
+
+    # -- the subscriber protocol --------------------------------------------------------------
+
+    def on_events(self, batch: Sequence[Event]) -> None:
+        for event in batch:
+            builder = self._builders.get(event.session)
+            if builder is None:
+                builder = self._builders[event.session] = MessageBuilder()
+            builder.add((event,))
+            if isinstance(event, Delta):
+                self._on_delta(event)
+            elif isinstance(event, ToolDelta):
+                self._on_tool_delta(event)
+            elif isinstance(event, Stop):
+                self._on_stop(event, builder)
+
+    def flush(self) -> None:
+        """Write everything pending, in order, one write per run of the same stream."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        stream = pending[0][0]
+        parts: list[str] = []
+        touched: list[IO[str]] = []
+        for target, text in pending:
+            if target is not stream:
+                stream.write("".join(parts))
+                stream.flush()
+                stream, parts = target, []
+            parts.append(text)
+            if target not in touched:
+                touched.append(target)
+        stream.write("".join(parts))
+        for target in touched:
+            target.flush()
+
+    # -- rendering ----------------------------------------------------------------------------
+
+    def _write(self, stream: IO[str], text: str, style: str = "") -> None:
+        if not text:
+            return
+        color = self.color_out if stream is self.out else self.color_err
+        self._pending.append((stream, f"{style}{text}{_RESET}" if style and color else text))
+        self._at_line_start[id(stream)] = text.endswith("\n")
+
+    def _newline(self, stream: IO[str]) -> None:
+        if not self._at_line_start[id(stream)]:
+            self._write(stream, "\n")
+
+    def _enter(self, mode: str, stream: IO[str], header: str = "", style: str = "") -> None:
+        """Switch what we are printing; a new kind of content starts on a fresh line."""
+        if self._mode == mode:
+            return
+        previous, self._mode = self._mode, mode
+        if previous is not None:
+            self._newline(self.out)
+            self._newline(self.err)
+        if header:
+            self._write(stream, header, style)
+
+    def _on_delta(self, event: Delta) -> None:
+        if not event.text:
+            return
+        if event.channel == "text":
+            self._enter("text", self.out)
+            self._write(self.out, event.text)
+        elif event.channel == "reasoning":
+            self._enter("reasoning", self.err, "[thinking] ", _DIM)
+            self._write(self.err, event.text, _DIM)
+        else:
+            self._enter("refusal", self.out, "[refusal] ", _YELLOW)
+            self._write(self.out, event.text, _YELLOW)
+
+    def _on_tool_delta(self, event: ToolDelta) -> None:
+        header = f"[tool call {event.index}] {event.name or ''} "
+        self._enter(f"tool:{event.index}", self.err, header, _CYAN)
+        self._write(self.err, event.arguments, _CYAN)
+
+    def _on_stop(self, event: Stop, builder: MessageBuilder) -> None:
+        self._mode = None
+        self._newline(self.out)
+        self._newline(self.err)
+        if self.summary:
+            style = _RED if event.reason == "error" else _DIM
+            self._write(self.err, f"[{format_summary(builder)}]\n", style)
+        self.flush()
+        self._builders.pop(event.session, None)
+
+
+class JsonlPrinter:
+    """Prints every event in its public JSON form, one per line (``--format jsonl``)."""
+
+    flush_interval: float = 0.05
+
+    def __init__(self, out: IO[bytes] | None = None) -> None:
+        self.out = out if out is not None else sys.stdout.buffer
+        self._pending: list[bytes] = []
+
+    def on_events(self, batch: Sequence[Event]) -> None:
+        pending = self._pending
+        for event in batch:
+            pending.append(encode_event(event))
+            if isinstance(event, Stop):
+                self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._pending.append(b"")
+            self.out.write(b"\n".join(self._pending))
+            self.out.flush()
+            self._pending = []

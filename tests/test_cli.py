@@ -1,0 +1,239 @@
+"""The installed `streambus` command, run for real in a subprocess against the simulator."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+
+from streambus import Delta, Start, Stop, decode_event
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["--sim-tps", "0", "--sim-ttft", "0"]
+HANGUL = re.compile("[\uac00-\ud7a3]")
+
+
+def find_command() -> str:
+    """The `streambus` script installed beside this Python, checked against the source tree."""
+    bin_dir = Path(sys.executable).parent
+    command = bin_dir / "streambus"
+    if not command.exists():
+        pytest.fail(f"no streambus command in {bin_dir}: run pip install '.[test]' first")
+    out = subprocess.run(
+        [sys.executable, "-c", "import streambus, os; print(os.path.dirname(streambus.__file__))"],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        check=True,
+    )
+    installed = Path(out.stdout.strip())
+    stale = (
+        [] if (installed / "_cli.py").read_bytes() == (ROOT / "cli.py").read_bytes() else ["cli.py"]
+    )
+    for source in (ROOT / "streambus").rglob("*.py"):
+        copy = installed / source.relative_to(ROOT / "streambus")
+        if not copy.exists() or copy.read_bytes() != source.read_bytes():
+            stale.append(str(source.relative_to(ROOT)))
+    if stale:
+        pytest.fail(
+            "the installed streambus is older than the source "
+            f"({', '.join(stale[:5])}…): reinstall with pip install '.[test]'"
+        )
+    return str(command)
+
+
+@pytest.fixture(scope="module")
+def streambus_cmd() -> str:
+    return find_command()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "ANTHROPIC_", "STREAMBUS_"))
+    }
+    env.update(extra)
+    return env
+
+
+def run(
+    cmd: str, *args: str, input: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [cmd, *args], capture_output=True, text=True, input=input, env=clean_env(**env), timeout=60
+    )
+
+
+def test_run_streams_korean_on_the_simulator(streambus_cmd: str) -> None:
+    result = run(streambus_cmd, "run", *FAST, "안녕하세요, 스트리밍이 뭐예요?")
+    assert result.returncode == 0, result.stderr
+    assert HANGUL.search(result.stdout)
+    assert "\x1b[" not in result.stdout + result.stderr  # not a terminal: plain output
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("streambus: using the built-in simulator (no OPENAI_API_KEY")
+    assert re.match(r"\[stop \(stop\)|\[stop · \d+ in / \d+ out tokens · TTFT", lines[-1]), lines[
+        -1
+    ]
+
+
+def test_jsonl_prints_exactly_the_documented_events(streambus_cmd: str) -> None:
+    result = run(streambus_cmd, "run", *FAST, "--format", "jsonl", "What is streaming?")
+    assert result.returncode == 0, result.stderr
+    events = [decode_event(line) for line in result.stdout.splitlines()]
+    assert isinstance(events[0], Start) and events[0].provider == "sim"
+    assert isinstance(events[-1], Stop) and events[-1].reason == "stop"
+    assert [e.seq for e in events] == list(range(len(events)))
+    first = msgspec.json.decode(result.stdout.splitlines()[0])
+    assert list(first) == ["type", "session", "seq", "t_ns", "provider", "model"]
+    assert first["t_ns"] == 0
+
+
+def test_prompt_from_standard_input(streambus_cmd: str) -> None:
+    result = run(streambus_cmd, "run", *FAST, "--format", "jsonl", input="Tell me about tokens\n")
+    assert result.returncode == 0, result.stderr
+    assert any(isinstance(decode_event(line), Delta) for line in result.stdout.splitlines())
+
+
+def test_no_prompt_is_a_usage_error(streambus_cmd: str) -> None:
+    result = run(streambus_cmd, "run", input="")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "streambus: error: no prompt: give one as an argument or on standard input"
+    )
+
+
+def test_http_error_is_one_clear_line(streambus_cmd: str) -> None:
+    result = run(streambus_cmd, "run", *FAST, "--sim-fault", "http_error:401", "hi")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("streambus: error: sim returned HTTP 401: ")
+
+
+def test_retries_are_announced_on_stderr(streambus_cmd: str) -> None:
+    result = run(
+        streambus_cmd, "run", *FAST, "--sim-fault", "http_error:503", "--retries", "1", "hi"
+    )
+    assert result.returncode == 1
+    assert "retrying in" in result.stderr and "(attempt 2 of 2)" in result.stderr
+
+
+def test_disconnect_keeps_what_arrived_and_exits_1(streambus_cmd: str) -> None:
+    result = run(streambus_cmd, "run", *FAST, "--sim-fault", "disconnect:8", "What is streaming?")
+    assert result.returncode == 1
+    assert len(result.stdout.split()) >= 3  # the partial answer is on stdout
+    assert "broke mid-stream" in result.stderr.splitlines()[-1]
+
+
+def test_missing_api_key_is_a_config_error(streambus_cmd: str) -> None:
+    result = run(streambus_cmd, "run", "--provider", "openai", "hi")
+    assert result.returncode == 2
+    assert result.stderr.startswith("streambus: error: OPENAI_API_KEY is not set")
+
+
+def test_api_key_never_appears_in_output(streambus_cmd: str) -> None:
+    key = "sk-live-DO-NOT-PRINT-0123456789abcdef"
+    with subprocess.Popen(
+        [streambus_cmd, "sim", "--port", "0", "--fault", "http_error:401"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    ) as server:
+        try:
+            base = read_base_url(server)
+            result = run(
+                streambus_cmd, "run", "-p", "openai", "--base-url", base, "--api-key", key, "hi"
+            )
+        finally:
+            server.send_signal(signal.SIGINT)
+    assert result.returncode == 1
+    assert key not in result.stdout + result.stderr
+    assert key[:8] not in result.stdout + result.stderr
+
+
+def read_base_url(server: subprocess.Popen[str]) -> str:
+    assert server.stderr is not None
+    for line in server.stderr:
+        match = re.search(r"OpenAI base URL:\s+(\S+)", line)
+        if match:
+            return match.group(1)
+    raise AssertionError("the simulator did not print its URL")
+
+
+def test_sim_command_serves_the_official_openai_client(streambus_cmd: str) -> None:
+    import openai
+
+    with subprocess.Popen(
+        [streambus_cmd, "sim", "--port", "0", "--tps", "0", "--ttft", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    ) as server:
+        try:
+            base_url = read_base_url(server)
+            with openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as client:
+                chunks = client.chat.completions.create(
+                    model="sim-1", messages=[{"role": "user", "content": "hello"}], stream=True
+                )
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finally:
+            server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=10) == 130
+    assert len(text.split()) > 5
+
+
+async def interrupt_mid_stream(cmd: list[str], signum: int) -> tuple[int, bytes, bytes]:
+    """Start the CLI, wait for the answer to begin, send ``signum``, collect everything."""
+    process = await trio.lowlevel.open_process(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env()
+    )
+    assert process.stdout is not None and process.stderr is not None
+    stdout = b""
+    stderr = b""
+    with trio.fail_after(30):
+        while len(stdout) < 20:
+            stdout += await process.stdout.receive_some()
+        process.send_signal(signum)
+        async with trio.open_nursery() as nursery:
+
+            async def drain_err() -> None:
+                nonlocal stderr
+                while chunk := await process.stderr.receive_some():  # type: ignore[union-attr]
+                    stderr += chunk
+
+            nursery.start_soon(drain_err)
+            while chunk := await process.stdout.receive_some():
+                stdout += chunk
+        code = await process.wait()
+    return code, stdout, stderr
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_signal_mid_stream_cancels_cleanly(
+    streambus_cmd: str, signum: int, code: int
+) -> None:
+    cmd = [streambus_cmd, "run", "--sim-tps", "30", "--sim-ttft", "0", "What is streaming?"]
+    returncode, stdout, stderr = await interrupt_mid_stream(cmd, signum)
+    assert returncode == code
+    assert len(stdout.split()) >= 3  # the partial text stays
+    assert b"Traceback" not in stderr
+    assert stderr.decode().strip().splitlines()[-1].startswith("[cancelled")
+
+
+async def test_ctrl_c_in_jsonl_ends_with_a_cancelled_stop(streambus_cmd: str) -> None:
+    cmd = [streambus_cmd, "run", "--sim-tps", "30", "--sim-ttft", "0", "-f", "jsonl", "Hello"]
+    returncode, stdout, _ = await interrupt_mid_stream(cmd, signal.SIGINT)
+    assert returncode == 130
+    events: list[Any] = [decode_event(line) for line in stdout.decode().splitlines()]
+    assert isinstance(events[-1], Stop) and events[-1].reason == "cancelled"
+    assert sum(isinstance(e, Stop) for e in events) == 1
+    assert any(isinstance(e, Delta) for e in events)

@@ -1,0 +1,86 @@
+"""The docs stay true to the code: CLI help, the event JSON Schema, the runnable examples,
+and the public API surface. ``python -m tests.test_docs`` rewrites the generated parts."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+from click.testing import CliRunner
+
+import streambus
+from cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+HELP_BLOCK = re.compile(r"<!-- help:(?P<cmd>[^>]*?) -->\n.*?<!-- /help -->", re.S)
+
+
+def render_help(command: str) -> str:
+    args = [*command.split(), "--help"]
+    result = CliRunner().invoke(cli, args, prog_name="streambus", terminal_width=100)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def render_cli_docs(text: str) -> str:
+    def block(match: re.Match[str]) -> str:
+        cmd = match.group("cmd").strip()
+        return f"<!-- help: {cmd} -->\n```\n{render_help(cmd)}```\n<!-- /help -->".replace(
+            "<!-- help:  -->", "<!-- help: -->"
+        )
+
+    return HELP_BLOCK.sub(block, text)
+
+
+def render_schema() -> str:
+    return json.dumps(msgspec.json.schema(streambus.Event), indent=2, ensure_ascii=False) + "\n"
+
+
+def test_cli_docs_match_the_help() -> None:
+    text = (DOCS / "cli.md").read_text(encoding="utf-8")
+    assert len(HELP_BLOCK.findall(text)) == len(cli.commands) + 1  # every command, and the group
+    assert text == render_cli_docs(text), "docs/cli.md is stale: run python -m tests.test_docs"
+
+
+def test_event_schema_doc_matches_the_types() -> None:
+    schema = (DOCS / "events.schema.json").read_text(encoding="utf-8")
+    assert schema == render_schema(), "docs/events.schema.json is stale: python -m tests.test_docs"
+
+
+@pytest.mark.parametrize("example", sorted((DOCS / "examples").glob("*.py")), ids=lambda p: p.name)
+def test_examples_run(example: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+def test_public_api_is_exactly_all() -> None:
+    public = {name for name in dir(streambus) if not name.startswith("_")}
+    modules = {name for name in public if type(getattr(streambus, name)).__name__ == "module"}
+    assert public - modules == set(streambus.__all__) - {"__version__"}
+    for name in streambus.__all__:
+        assert getattr(streambus, name) is not None
+
+
+def test_the_library_never_imports_click() -> None:
+    code = "import sys, streambus, streambus.simulator; print('click' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+if __name__ == "__main__":
+    path = DOCS / "cli.md"
+    path.write_text(render_cli_docs(path.read_text(encoding="utf-8")), encoding="utf-8")
+    (DOCS / "events.schema.json").write_text(render_schema(), encoding="utf-8")
+    print("docs/cli.md and docs/events.schema.json regenerated")
