@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
 from streambus.bus import Bus, Policy, SubscriberFailure, Subscription, open_bus
+from streambus.client import new_session_id, open_stream, stream
 from streambus.errors import (
     ConfigError,
     LocalProtocolError,
@@ -33,7 +34,6 @@ from streambus.normalizers import AnthropicNormalizer, Normalizer, OpenAINormali
 from streambus.printer import ConsolePrinter, JsonlPrinter
 from streambus.providers import ProviderConfig, Request, resolve_provider
 from streambus.sse import ServerSentEvent, SSEDecoder
-from streambus.stream import new_session_id, open_stream, stream
 
 try:
     __version__ = _version("streambus")

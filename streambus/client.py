@@ -1,4 +1,4 @@
-"""Drive one session: send the request, read the stream, publish its events. The I/O edge.
+"""The HTTP client side: send one request, read its stream, publish its events. The I/O edge.
 
 Everything stateful about the *format* lives in the sans-I/O decoder and normalizer; this module
 only moves bytes (httpx2 under trio), reads the clock, and guarantees the session's contract
@@ -11,10 +11,12 @@ Each network read becomes one published batch: that is what keeps the bus cheap.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
@@ -105,8 +107,16 @@ async def stream(
     runner = _Session(bus, config, request, session or new_session_id(), timeout, retries)
     if client is not None:
         return await runner.run(client)
-    async with httpx2.AsyncClient(timeout=DEFAULT_TIMEOUT) as own_client:
+    # Building a TLS context costs ~50 ms; share one per process. Plain-http servers (the
+    # simulator, local gateways) need none: verify=False only skips building it.
+    verify: ssl.SSLContext | bool = _tls_context() if config.url.startswith("https:") else False
+    async with httpx2.AsyncClient(timeout=DEFAULT_TIMEOUT, verify=verify) as own_client:
         return await runner.run(own_client)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    return httpx2.create_ssl_context()
 
 
 class _Session:
