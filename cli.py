@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -28,6 +30,32 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"streambus: error: {message}", err=True)
     sys.exit(code)
+
+
+def _db_path(db: str | None) -> Path:
+    """``--db``, else ``STREAMBUS_DB``, else the user's app directory (as ``llm`` does)."""
+    if db:
+        return Path(db)
+    env = os.environ.get("STREAMBUS_DB")
+    if env:
+        return Path(env)
+    return Path(click.get_app_dir("streambus")) / "streambus.db"
+
+
+_DB_OPTION = click.option(
+    "--db",
+    "db",
+    metavar="PATH",
+    help="Recordings database (else STREAMBUS_DB, else the app directory: `streambus db path`).",
+)
+
+
+def _open_db(db: str | None) -> Any:
+    path = _db_path(db)
+    try:
+        return streambus.open_db(path)
+    except sqlite3.Error as exc:
+        _fail(f"cannot open {path}: {exc}", 1)
 
 
 def _setup_logging() -> None:
@@ -75,11 +103,8 @@ def cli() -> None:
     show_default=True,
     help="text for people; jsonl prints every event in its public JSON form, one per line.",
 )
-@click.option(
-    "--no-record",
-    is_flag=True,
-    help="Do not record this session. (Recording is not built yet: nothing is recorded today.)",
-)
+@click.option("--no-record", is_flag=True, help="Do not record this session.")
+@_DB_OPTION
 @click.option(
     "--retries",
     type=click.IntRange(min=0),
@@ -110,6 +135,7 @@ def run(
     temperature: float | None,
     fmt: str,
     no_record: bool,
+    db: str | None,
     retries: int,
     timeout: float | None,
     sim_seed: int,
@@ -153,7 +179,10 @@ def run(
         prompt, system=system, max_tokens=max_tokens, temperature=temperature
     )
     printer: Any = streambus.JsonlPrinter() if fmt == "jsonl" else streambus.ConsolePrinter()
-    code = trio.run(_run, config, request, printer, timeout, retries, sim_config)
+    subscribers = [printer]
+    if not no_record:
+        subscribers.append(streambus.Recorder(_open_db(db)))
+    code = trio.run(_run, config, request, subscribers, timeout, retries, sim_config)
     sys.exit(code)
 
 
@@ -171,13 +200,14 @@ def _read_prompt(prompt: str | None) -> str:
 async def _run(
     config: streambus.ProviderConfig,
     request: streambus.Request,
-    printer: Any,
+    subscribers: list[Any],
     timeout: float | None,
     retries: int,
     sim_config: SimulatorConfig | None,
 ) -> int:
     """Stream under a signal watcher: the first Ctrl-C/SIGTERM cancels, a second one exits."""
     received: list[int] = []
+    session = streambus.new_session_id()
     message: streambus.Message | None = None
     failures: list[streambus.SubscriberFailure] = []
     with trio.open_signal_receiver(*_SIGNALS) as signals:
@@ -195,7 +225,8 @@ async def _run(
             with work:
                 async with streambus.open_bus() as bus:
                     failures = bus.failures
-                    bus.subscribe(printer, name="printer")
+                    for subscriber in subscribers:
+                        bus.subscribe(subscriber, name=type(subscriber).__name__)
                     message = await streambus.stream(
                         bus,
                         request,
@@ -203,8 +234,15 @@ async def _run(
                         timeout=timeout,
                         retries=retries,
                         simulator=sim_config,
+                        session=session,
                     )
             nursery.cancel_scope.cancel()
+    recorded = (
+        "recorded"
+        if any(isinstance(s, streambus.Recorder) for s in subscribers)
+        else "not recorded"
+    )
+    click.echo(f"streambus: session {session} ({recorded})", err=True)
     for failure in failures:
         click.echo(f"streambus: error: {failure}", err=True)
     if received:
@@ -302,6 +340,18 @@ def sim(
 def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+@cli.group()
+def db() -> None:
+    """The recordings database."""
+
+
+@db.command("path")
+@_DB_OPTION
+def db_path(db: str | None) -> None:
+    """Print where recordings are stored (--db, else STREAMBUS_DB, else the app directory)."""
+    click.echo(_db_path(db))
 
 
 def main() -> None:

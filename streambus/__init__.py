@@ -8,6 +8,7 @@ from importlib.metadata import version as _version
 
 from streambus.bus import Bus, Policy, SubscriberFailure, Subscription, open_bus
 from streambus.client import new_session_id, open_stream, stream
+from streambus.db import open_db
 from streambus.errors import (
     ConfigError,
     LocalProtocolError,
@@ -33,6 +34,7 @@ from streambus.message import Message, MessageBuilder, ToolCall, assemble
 from streambus.normalizers import AnthropicNormalizer, Normalizer, OpenAINormalizer
 from streambus.printer import ConsolePrinter, JsonlPrinter
 from streambus.providers import ProviderConfig, Request, resolve_provider
+from streambus.recorder import Recorder
 from streambus.sse import ServerSentEvent, SSEDecoder
 
 try:
@@ -58,6 +60,7 @@ __all__ = [
     "ProtocolError",
     "ProviderConfig",
     "ProviderError",
+    "Recorder",
     "RemoteProtocolError",
     "Request",
     "SSEDecoder",
@@ -78,6 +81,7 @@ __all__ = [
     "encode_event",
     "new_session_id",
     "open_bus",
+    "open_db",
     "open_stream",
     "resolve_provider",
     "stream",

@@ -11,6 +11,7 @@ Each network read becomes one published batch: that is what keeps the bus cheap.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import logging
 import math
@@ -31,7 +32,14 @@ from streambus.bus import Bus, Subscription, open_bus
 from streambus.errors import ProtocolError, ProviderError, StreambusError, TransportError
 from streambus.events import Event
 from streambus.message import Message, MessageBuilder
-from streambus.providers import ProviderConfig, Request, parse_error_body, redact, resolve_provider
+from streambus.providers import (
+    ProviderConfig,
+    Request,
+    parse_error_body,
+    redact,
+    resolve_provider,
+    scrub,
+)
 from streambus.sse import SSEDecoder
 
 __all__ = ["RETRY_STATUSES", "new_session_id", "open_stream", "stream"]
@@ -139,6 +147,7 @@ class _Session:
         self._t0 = 0.0
         self._published = 0
         self._host = urlsplit(config.url).netloc
+        self._body = config.body(request)
 
     def _now(self) -> int:
         return int((trio.current_time() - self._t0) * 1e9)
@@ -156,7 +165,11 @@ class _Session:
 
     async def run(self, client: httpx2.AsyncClient) -> Message:
         self._t0 = trio.current_time()
-        await self._publish([self.normalizer.start()])
+        started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+        start = self.normalizer.start(
+            host=self._host, started_at=started_at, request=scrub(self._body)
+        )
+        await self._publish([start])
         budget = math.inf if self.timeout is None else self.timeout
         try:
             with trio.move_on_after(budget) as scope:
@@ -174,7 +187,7 @@ class _Session:
         return self.builder.message
 
     async def _attempts(self, client: httpx2.AsyncClient) -> None:
-        body = msgspec.json.encode(self.config.body(self.request))
+        body = msgspec.json.encode(self._body)
         for attempt in range(self.retries + 1):
             retryable = False
             wait: float | None = None

@@ -13,7 +13,7 @@ Events are frozen: one batch is shared by every subscriber, so nobody may mutate
 
 from __future__ import annotations
 
-from typing import Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
 
@@ -46,11 +46,19 @@ class _Base(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="type
     t_ns: int
 
 
-class Start(_Base, frozen=True, kw_only=True, gc=False, tag="start"):
-    """The request was sent. Always the first event of a session, at ``t_ns`` 0."""
+class Start(_Base, frozen=True, kw_only=True, tag="start"):
+    """The request was sent. Always the first event of a session, at ``t_ns`` 0.
+
+    ``host`` is the provider's host (and port), ``started_at`` the wall-clock time in UTC
+    (ISO 8601), ``request`` the JSON body that was sent. Credentials travel in headers and
+    are never part of it. All three are ``None`` when unknown (a hand-made event stream).
+    """
 
     provider: str
     model: str
+    host: str | None = None
+    started_at: str | None = None
+    request: dict[str, Any] | None = None
 
 
 class Delta(_Base, frozen=True, kw_only=True, gc=False, tag="delta"):

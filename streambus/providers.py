@@ -29,6 +29,7 @@ __all__ = [
     "parse_error_body",
     "redact",
     "resolve_provider",
+    "scrub",
 ]
 
 PROVIDERS: Final = ("sim", "openai", "anthropic")
@@ -245,3 +246,28 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
             # Servers echo keys partially ("sk-abc1***wxyz"): hide any 8+ char prefix too.
             text = re.sub(re.escape(secret[:8]) + r"\S*", "[redacted]", text)
     return text
+
+
+_SECRET_KEY: Final = re.compile(r"(api[-_]?key|authorization|secret|password|token)$", re.I)
+
+
+def scrub(body: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a request body safe to record: credential-looking keys are replaced.
+
+    Keys travel in headers, never in bodies we build; this guards what callers put in
+    ``Request.extra``. Token *counts* (``max_tokens``) are not credentials and stay.
+    """
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: "[redacted]" if _is_secret(k) else clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    result: dict[str, Any] = clean(body)
+    return result
+
+
+def _is_secret(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key)) and not key.lower().startswith(("max_", "max-"))

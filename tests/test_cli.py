@@ -55,12 +55,20 @@ def streambus_cmd() -> str:
     return find_command()
 
 
+DB: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def fresh_database(tmp_path: Path) -> Path:
+    """Every test records into its own database, never the user's."""
+    DB["path"] = str(tmp_path / "recordings.db")
+    return Path(DB["path"])
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OPENAI_", "ANTHROPIC_", "STREAMBUS_"))
-    }
+    prefixes = ("OPENAI_", "ANTHROPIC_", "STREAMBUS_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env["STREAMBUS_DB"] = DB["path"]
     env.update(extra)
     return env
 
@@ -80,9 +88,8 @@ def test_run_streams_korean_on_the_simulator(streambus_cmd: str) -> None:
     assert "\x1b[" not in result.stdout + result.stderr  # not a terminal: plain output
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith("streambus: using the built-in simulator (no OPENAI_API_KEY")
-    assert re.match(r"\[stop \(stop\)|\[stop · \d+ in / \d+ out tokens · TTFT", lines[-1]), lines[
-        -1
-    ]
+    assert re.match(r"\[stop · \d+ in / \d+ out tokens · TTFT", lines[-2]), lines[-2]
+    assert re.fullmatch(r"streambus: session [0-9a-f]{24} \(recorded\)", lines[-1]), lines[-1]
 
 
 def test_jsonl_prints_exactly_the_documented_events(streambus_cmd: str) -> None:
@@ -93,8 +100,12 @@ def test_jsonl_prints_exactly_the_documented_events(streambus_cmd: str) -> None:
     assert isinstance(events[-1], Stop) and events[-1].reason == "stop"
     assert [e.seq for e in events] == list(range(len(events)))
     first = msgspec.json.decode(result.stdout.splitlines()[0])
-    assert list(first) == ["type", "session", "seq", "t_ns", "provider", "model"]
-    assert first["t_ns"] == 0
+    assert list(first) == [
+        *("type", "session", "seq", "t_ns"),
+        *("provider", "model", "host", "started_at", "request"),
+    ]
+    assert first["t_ns"] == 0 and first["host"].startswith("127.0.0.1:")
+    assert first["request"]["messages"] == [{"role": "user", "content": "What is streaming?"}]
 
 
 def test_prompt_from_standard_input(streambus_cmd: str) -> None:
@@ -226,7 +237,9 @@ async def test_signal_mid_stream_cancels_cleanly(
     assert returncode == code
     assert len(stdout.split()) >= 3  # the partial text stays
     assert b"Traceback" not in stderr
-    assert stderr.decode().strip().splitlines()[-1].startswith("[cancelled")
+    lines = stderr.decode().strip().splitlines()
+    assert lines[-2].startswith("[cancelled"), lines
+    assert lines[-1].startswith("streambus: session ")
 
 
 async def test_ctrl_c_in_jsonl_ends_with_a_cancelled_stop(streambus_cmd: str) -> None:

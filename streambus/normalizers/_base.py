@@ -8,7 +8,7 @@ It never reads a clock: the caller passes ``t_ns``.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from streambus.errors import LocalProtocolError
 from streambus.events import Channel, Delta, Event, Start, Stop, StopReason, ToolDelta, Usage
@@ -74,13 +74,29 @@ class Normalizer:
         """True once ``stop`` was emitted; the normalizer accepts nothing more."""
         return self._stopped
 
-    def start(self) -> Start:
-        """The session's first event, at ``t_ns`` 0: the moment the request is sent."""
+    def start(
+        self,
+        *,
+        host: str | None = None,
+        started_at: str | None = None,
+        request: dict[str, Any] | None = None,
+    ) -> Start:
+        """The session's first event, at ``t_ns`` 0: the moment the request is sent.
+
+        The caller supplies what a pure object cannot know: where, when, and what was sent.
+        """
         if self._started:
             raise LocalProtocolError("start() called twice")
         self._started = True
         return Start(
-            session=self.session, seq=self._next(), t_ns=0, provider=self.provider, model=self.model
+            session=self.session,
+            seq=self._next(),
+            t_ns=0,
+            provider=self.provider,
+            model=self.model,
+            host=host,
+            started_at=started_at,
+            request=request,
         )
 
     def receive(self, events: list[ServerSentEvent], t_ns: int) -> list[Event]:

@@ -1,0 +1,199 @@
+"""The recordings database: opening it, writing sessions and events, reading them back.
+
+A recording is just the session's events, stored as their public JSON in ``events`` and
+summarized in one ``sessions`` row (status, stop reason, token counts, latency figures) so
+listings and statistics are plain SQL. The schema is in docs/recording.md and migrations.py.
+
+SQLite connections are opened with ``check_same_thread=False`` because the recorder writes
+from a worker thread; callers serialize access (the recorder through one CapacityLimiter).
+WAL mode lets readers (``streambus sessions``) run while a stream is being recorded, and
+other processes record into the same file; a busy timeout makes writers wait their turn.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from streambus.events import Event, Start, Stop, Usage, decode_event, encode_event
+from streambus.latency import LatencyTracker
+from streambus.migrations import migrate
+
+if TYPE_CHECKING:  # sqlite-utils is imported on first use: `import streambus` stays light
+    import sqlite_utils
+
+__all__ = [
+    "SessionState",
+    "event_rows",
+    "find_session",
+    "open_db",
+    "read_events",
+    "refresh_figures",
+    "write",
+]
+
+_BUSY_TIMEOUT_S: Final = 30.0
+
+
+def open_db(path: str | os.PathLike[str]) -> sqlite_utils.Database:
+    """Open (creating if needed) a recordings database, migrated to the current schema."""
+    import sqlite_utils
+
+    path = Path(path)
+    if path.parent != Path():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=_BUSY_TIMEOUT_S)
+    db = sqlite_utils.Database(conn)
+    db.execute("pragma journal_mode = wal")
+    db.execute("pragma synchronous = normal")  # with WAL: safe against process crashes
+    db.execute("pragma foreign_keys = on")
+    migrate(db)
+    return db
+
+
+class SessionState:
+    """What the ``sessions`` row needs, accumulated from a session's events as they pass."""
+
+    __slots__ = ("events", "latency", "start", "stop", "usage")
+
+    def __init__(self) -> None:
+        self.start: Start | None = None
+        self.usage: Usage | None = None
+        self.stop: Stop | None = None
+        self.latency = LatencyTracker()
+        self.events = 0
+
+    def add(self, event: Event) -> int | None:
+        """Account for ``event``; return its ITL gap (for the events row), if any."""
+        self.events += 1
+        kind = type(event)
+        if kind is Start:
+            self.start = event  # type: ignore[assignment]
+        elif kind is Usage:
+            self.usage = event  # type: ignore[assignment]
+        elif kind is Stop:
+            self.stop = event  # type: ignore[assignment]
+        return self.latency.add(event)
+
+    def row(self, session_id: str) -> dict[str, Any]:
+        """The ``sessions`` columns known so far (a session without stop is ``incomplete``)."""
+        row: dict[str, Any] = {"id": session_id, "events": self.events}
+        if self.start is not None:
+            start = self.start
+            row |= {
+                "provider": start.provider,
+                "model": start.model,
+                "host": start.host,
+                "started_at": start.started_at,
+                "request": msgspec.json.encode(start.request).decode() if start.request else None,
+            }
+        if self.usage is not None:
+            u = self.usage
+            row |= {
+                "input_tokens": u.input_tokens,
+                "output_tokens": u.output_tokens,
+                "cached_tokens": u.cached_tokens,
+                "reasoning_tokens": u.reasoning_tokens,
+            }
+        stop = self.stop
+        if stop is None:
+            row["status"] = "incomplete"
+        else:
+            status = stop.reason if stop.reason in ("error", "cancelled") else "ok"
+            row |= {
+                "status": status,
+                "stop_reason": stop.reason,
+                "raw_stop_reason": stop.raw_reason,
+                "error": stop.error,
+            }
+            row |= msgspec.structs.asdict(self.latency.figures())  # final: computed once
+        return row
+
+
+def event_rows(events: Iterable[Event], states: dict[str, SessionState]) -> list[tuple[Any, ...]]:
+    """``events`` rows for a batch, updating each session's state (and its ITL gaps)."""
+    rows = []
+    for event in events:
+        state = states.get(event.session)
+        if state is None:
+            state = states[event.session] = SessionState()
+        gap = state.add(event)
+        rows.append(
+            (event.session, event.seq, event.t_ns, event.__struct_config__.tag, _json(event), gap)
+        )
+    return rows
+
+
+def _json(event: Event) -> str:
+    return encode_event(event).decode()
+
+
+_INSERT_EVENT: Final = (
+    "insert into events (session_id, seq, t_ns, type, payload, gap_ns) values (?, ?, ?, ?, ?, ?)"
+)
+
+
+def write(
+    db: sqlite_utils.Database, sessions: Iterable[dict[str, Any]], rows: list[tuple[Any, ...]]
+) -> None:
+    """One transaction: upsert session rows, then insert event rows (each stored once)."""
+    with db.conn:
+        for session in sessions:
+            columns = list(session)
+            names = ", ".join(columns)
+            marks = ", ".join("?" for _ in columns)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "id")
+            db.conn.execute(
+                f"insert into sessions ({names}) values ({marks}) "
+                f"on conflict(id) do update set {updates}",
+                [session[c] for c in columns],
+            )
+        db.conn.executemany(_INSERT_EVENT, rows)
+
+
+def read_events(db: sqlite_utils.Database, session_id: str) -> Iterator[Event]:
+    """A session's events in order, as the typed events that were published."""
+    cursor = db.execute(
+        "select payload from events where session_id = ? order by seq", [session_id]
+    )
+    for (payload,) in cursor:
+        yield decode_event(payload)
+
+
+def refresh_figures(db: sqlite_utils.Database, session_id: str) -> None:
+    """Recompute a session's row and its events' gaps from its stored events."""
+    state = SessionState()
+    gaps = []
+    for event in read_events(db, session_id):
+        gaps.append((state.add(event), session_id, event.seq))
+    with db.conn:
+        db.conn.executemany("update events set gap_ns = ? where session_id = ? and seq = ?", gaps)
+    write(db, [state.row(session_id)], [])
+
+
+def find_session(db: sqlite_utils.Database, ref: str) -> str:
+    """A session id from ``latest``, a full id, or a unique prefix. Raises LookupError."""
+    if ref == "latest":
+        row = db.execute(
+            "select id from sessions order by started_at desc, id desc limit 1"
+        ).fetchone()
+        if row is None:
+            raise LookupError("no sessions recorded yet")
+        return str(row[0])
+    matches = [
+        r[0]
+        for r in db.execute(
+            "select id from sessions where id >= ? and id < ? order by id limit 2",
+            [ref, ref + "\U0010ffff"],
+        )
+    ]
+    if not matches:
+        raise LookupError(f"no session matches {ref!r}")
+    if len(matches) > 1:
+        raise LookupError(f"{ref!r} matches several sessions; give more characters")
+    return str(matches[0])

@@ -1,0 +1,107 @@
+"""Latency figures of one session, computed incrementally from its events. Pure: no I/O.
+
+The definitions are written out in docs/latency.md. In short: a *content event* is a
+``delta`` with text (any channel) or a ``tool_delta``; TTFT is the first one's ``t_ns``;
+ITL is every gap between consecutive content events; TPOT is (end-to-end − TTFT) /
+(output tokens − 1); tokens per second is output tokens / (end-to-end − TTFT).
+
+The recorder and ``streambus import`` both use :class:`LatencyTracker`, so a session's
+stored figures never depend on how it entered the database.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import msgspec
+
+from streambus.events import Delta, Event, Stop, ToolDelta, Usage
+
+__all__ = ["LatencyTracker", "SessionFigures", "is_content", "percentile"]
+
+
+def is_content(event: Event) -> bool:
+    """Whether an event carries generated content (what TTFT and ITL measure)."""
+    if type(event) is Delta:
+        return bool(event.text)
+    return type(event) is ToolDelta
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default), ``p`` in [0, 100]."""
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    rank = (n - 1) * p / 100
+    low = math.floor(rank)
+    high = min(low + 1, n - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
+
+
+class SessionFigures(msgspec.Struct, kw_only=True):
+    """One session's latency, in nanoseconds unless the name says otherwise."""
+
+    ttft_ns: int | None = None
+    e2e_ns: int | None = None
+    content_events: int = 0
+    itl_mean_ns: float | None = None
+    itl_p50_ns: float | None = None
+    itl_p90_ns: float | None = None
+    itl_p99_ns: float | None = None
+    itl_max_ns: int | None = None
+    tpot_ns: float | None = None
+    tokens_per_s: float | None = None
+
+
+class LatencyTracker:
+    """Feed one session's events in order; :meth:`gap` gives each content event's ITL gap."""
+
+    def __init__(self) -> None:
+        self._first: int | None = None
+        self._last: int | None = None
+        self._gaps: list[int] = []
+        self._output_tokens: int | None = None
+        self._end: int | None = None
+
+    def add(self, event: Event) -> int | None:
+        """Account for ``event``; return its gap to the previous content event, if any."""
+        gap = None
+        if is_content(event):
+            t = event.t_ns
+            if self._last is None:
+                self._first = t
+            else:
+                gap = t - self._last
+                self._gaps.append(gap)
+            self._last = t
+        elif type(event) is Usage:
+            self._output_tokens = event.output_tokens
+        elif type(event) is Stop:
+            self._end = event.t_ns
+        return gap
+
+    def add_all(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.add(event)
+
+    def figures(self) -> SessionFigures:
+        gaps = sorted(self._gaps)
+        ttft, end, tokens = self._first, self._end, self._output_tokens
+        decode = end - ttft if end is not None and ttft is not None else None
+        tpot = tps = None
+        if decode is not None and tokens is not None and tokens >= 2 and decode > 0:
+            tpot = decode / (tokens - 1)
+            tps = tokens / (decode / 1e9)
+        return SessionFigures(
+            ttft_ns=ttft,
+            e2e_ns=end,
+            content_events=len(gaps) + (ttft is not None),
+            itl_mean_ns=sum(gaps) / len(gaps) if gaps else None,
+            itl_p50_ns=percentile(gaps, 50),
+            itl_p90_ns=percentile(gaps, 90),
+            itl_p99_ns=percentile(gaps, 99),
+            itl_max_ns=gaps[-1] if gaps else None,
+            tpot_ns=tpot,
+            tokens_per_s=tps,
+        )

@@ -1,0 +1,105 @@
+"""The recordings schema, as numbered, idempotent migrations recorded in the database.
+
+Like ``llm``'s migrations: each function runs once, in order, and its name is stored in
+``_streambus_migrations``; ``PRAGMA user_version`` mirrors how many have run. Never edit a
+released migration; add the next one. docs/recording.md describes the resulting schema.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+
+Migration = Callable[["sqlite_utils.Database"], None]
+MIGRATIONS: list[Migration] = []
+
+
+def _migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@_migration
+def m001_sessions_and_events(db: sqlite_utils.Database) -> None:
+    db["sessions"].create(  # type: ignore[union-attr]
+        {
+            "id": str,
+            "provider": str,
+            "model": str,
+            "host": str,
+            "request": str,  # JSON body sent, credentials never included
+            "started_at": str,  # UTC, ISO 8601
+            "status": str,  # ok | error | cancelled | incomplete (no stop recorded)
+            "stop_reason": str,
+            "raw_stop_reason": str,
+            "error": str,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cached_tokens": int,
+            "reasoning_tokens": int,
+            "events": int,
+        },
+        pk="id",
+    )
+    db["events"].create(  # type: ignore[union-attr]
+        {"session_id": str, "seq": int, "t_ns": int, "type": str, "payload": str},
+        pk=("session_id", "seq"),
+        foreign_keys=[("session_id", "sessions", "id")],
+    )
+    db["sessions"].create_index(["started_at"])  # type: ignore[union-attr]
+
+
+@_migration
+def m002_latency_figures(db: sqlite_utils.Database) -> None:
+    """Per-session latency figures, and each content event's gap, so stats stay in SQL."""
+    sessions = db["sessions"]
+    for column, kind in [
+        ("ttft_ns", int),
+        ("e2e_ns", int),
+        ("content_events", int),
+        ("itl_mean_ns", float),
+        ("itl_p50_ns", float),
+        ("itl_p90_ns", float),
+        ("itl_p99_ns", float),
+        ("itl_max_ns", int),
+        ("tpot_ns", float),
+        ("tokens_per_s", float),
+    ]:
+        sessions.add_column(column, kind)  # type: ignore[union-attr]
+    db["events"].add_column("gap_ns", int)  # type: ignore[union-attr]
+    db["sessions"].create_index(["provider", "model"])  # type: ignore[union-attr]
+    # Sessions recorded before this migration get their figures from their events.
+    from streambus.db import refresh_figures
+
+    for (session_id,) in db.execute("select id from sessions").fetchall():
+        refresh_figures(db, session_id)
+
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Apply every migration not yet applied; return the schema version now in force."""
+    table = db["_streambus_migrations"]
+    table.create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)  # type: ignore[union-attr]
+    done = {row["name"] for row in table.rows}
+    for fn in MIGRATIONS:
+        if fn.__name__ in done:
+            continue
+        with db.conn:
+            fn(db)
+            table.insert(  # type: ignore[union-attr]
+                {
+                    "name": fn.__name__,
+                    "applied_at": datetime.datetime.now(datetime.UTC).isoformat(),
+                }
+            )
+    version = len(done | {fn.__name__ for fn in MIGRATIONS})
+    db.execute(f"pragma user_version = {int(version)}")
+    return version
