@@ -2,8 +2,9 @@
 
 The definitions are written out in docs/latency.md. In short: a *content event* is a
 ``delta`` with text (any channel) or a ``tool_delta``; TTFT is the first one's ``t_ns``;
-ITL is every gap between consecutive content events; TPOT is (end-to-end − TTFT) /
-(output tokens − 1); tokens per second is output tokens / (end-to-end − TTFT).
+ITL is every gap between consecutive content events; TPOT is (last content − TTFT) /
+(output tokens − 1); tokens per second is output tokens / (last content − TTFT): the decode
+phase ends with the last content, not with the usage chunk and terminator after it.
 
 The recorder and ``streambus import`` both use :class:`LatencyTracker`, so a session's
 stored figures never depend on how it entered the database.
@@ -88,7 +89,7 @@ class LatencyTracker:
     def figures(self) -> SessionFigures:
         gaps = sorted(self._gaps)
         ttft, end, tokens = self._first, self._end, self._output_tokens
-        decode = end - ttft if end is not None and ttft is not None else None
+        decode = self._last - ttft if self._last is not None and ttft is not None else None
         tpot = tps = None
         if decode is not None and tokens is not None and tokens >= 2 and decode > 0:
             tpot = decode / (tokens - 1)

@@ -68,7 +68,8 @@ def fresh_database(tmp_path: Path) -> Path:
 def clean_env(**extra: str) -> dict[str, str]:
     prefixes = ("OPENAI_", "ANTHROPIC_", "STREAMBUS_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-    env["STREAMBUS_DB"] = DB["path"]
+    if "path" in DB:
+        env["STREAMBUS_DB"] = DB["path"]
     env.update(extra)
     return env
 

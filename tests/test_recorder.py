@@ -1,0 +1,266 @@
+"""The recorder on real SQLite files: lossless and ordered under concurrency, partial sessions
+kept with their status, flushed within 100 ms, consistent after SIGKILL, migrated from an
+older schema, and never storing a credential."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlite_utils
+import trio
+
+from streambus import (
+    Delta,
+    Event,
+    ProviderConfig,
+    Recorder,
+    Request,
+    Start,
+    Stop,
+    Usage,
+    encode_event,
+    open_bus,
+    open_db,
+    stream,
+)
+from streambus.db import read_events
+from streambus.latency import LatencyTracker, percentile
+from streambus.migrations import MIGRATIONS, SCHEMA_VERSION
+from streambus.simulator import SimulatorConfig, open_simulator
+
+from .test_cli import clean_env, find_command
+
+FAST = SimulatorConfig(ttft=0, tokens_per_second=0, jitter=0)
+
+
+def synthetic_session(session: str, n: int) -> list[Event]:
+    events: list[Event] = [Start(session=session, seq=0, t_ns=0, provider="sim", model="m")]
+    events += [Delta(session=session, seq=i, t_ns=i * 1000, text=f"{i} ") for i in range(1, n + 1)]
+    events.append(Usage(session=session, seq=n + 1, t_ns=n * 1000, output_tokens=n))
+    events.append(Stop(session=session, seq=n + 2, t_ns=n * 1000, reason="stop", raw_reason="stop"))
+    return events
+
+
+def every_byte_in(folder: Path) -> bytes:
+    """The database, its WAL and anything else written there."""
+    return b"".join(p.read_bytes() for p in folder.iterdir())
+
+
+def rows(path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+async def test_every_event_is_stored_once_in_order_across_interleaved_sessions(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "r.db"
+    sessions = {f"s{i:02d}": synthetic_session(f"s{i:02d}", 50 + i) for i in range(30)}
+    queues = {sid: list(events) for sid, events in sessions.items()}
+    rng = random.Random(7)
+    async with open_bus() as bus:
+        bus.subscribe(Recorder(path))
+        while queues:  # interleave sessions in random batch sizes, as concurrent streams would
+            sid = rng.choice(sorted(queues))
+            take = rng.randint(1, 9)
+            batch, queues[sid] = queues[sid][:take], queues[sid][take:]
+            await bus.publish(batch)
+            if not queues[sid]:
+                del queues[sid]
+    db = open_db(path)
+    for sid, events in sessions.items():
+        assert list(read_events(db, sid)) == events
+    assert rows(path, "select count(*) from events") == [(sum(map(len, sessions.values())),)]
+    assert rows(path, "select distinct status from sessions") == [("ok",)]
+
+
+async def test_two_buses_record_concurrently_into_one_file(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    async with open_simulator(FAST) as sim:
+        config = ProviderConfig("sim", "openai", sim.base_url, "sim-1", "k")
+
+        async def one(prompt: str) -> None:
+            async with open_bus() as bus:
+                bus.subscribe(Recorder(path))
+                await stream(bus, prompt, provider=config)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(6):
+                nursery.start_soon(one, f"question {i} about streaming")
+    assert rows(path, "select count(*), min(status), max(status) from sessions") == [
+        (6, "ok", "ok")
+    ]
+    per_session = rows(
+        path, "select session_id, count(*), max(seq) from events group by session_id"
+    )
+    assert len(per_session) == 6
+    assert all(count == top + 1 for _, count, top in per_session)  # no gap, no duplicate
+
+
+@pytest.mark.parametrize(
+    ("fault", "status"),
+    [({"kind": "disconnect", "after_events": 4}, "error"), ({"kind": "no_done"}, "error")],
+)
+async def test_failed_session_is_kept_with_its_status(
+    tmp_path: Path, fault: dict[str, Any], status: str
+) -> None:
+    path = tmp_path / "r.db"
+    async with open_simulator(FAST) as sim, open_bus() as bus:
+        bus.subscribe(Recorder(path))
+        config = ProviderConfig("sim", "openai", sim.base_url, "sim-1", "k")
+        message = await stream(
+            bus, Request.from_prompt("hi", extra={"simulator": {"fault": fault}}), provider=config
+        )
+    [(got_status, reason, error, events)] = rows(
+        path, "select status, stop_reason, error, events from sessions"
+    )
+    assert (got_status, reason) == (status, "error")
+    assert error == message.stop.error  # type: ignore[union-attr]
+    assert events == message.events and events > 2
+
+
+async def test_cancelled_session_is_kept_with_everything_that_arrived(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    slow = SimulatorConfig(ttft=0, tokens_per_second=40, jitter=0)
+    async with open_simulator(slow) as sim:
+        config = ProviderConfig("sim", "openai", sim.base_url, "sim-1", "k")
+        with trio.move_on_after(0.4):
+            async with open_bus() as bus:
+                recorder = Recorder(path)
+                bus.subscribe(recorder)
+                await stream(bus, "Tell me about streaming", provider=config)
+    [(sid, status, n)] = rows(path, "select id, status, events from sessions")
+    assert status == "cancelled"
+    stored = list(read_events(open_db(path), sid))
+    assert len(stored) == n > 3
+    assert isinstance(stored[-1], Stop) and stored[-1].reason == "cancelled"
+    assert [e.seq for e in stored] == list(range(n))
+
+
+async def test_events_are_flushed_within_the_interval_without_a_stop(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    events = synthetic_session("live", 5)[:4]  # start and three deltas: the session goes on
+    async with open_bus() as bus:
+        bus.subscribe(Recorder(path))
+        await bus.publish(events)
+        await trio.sleep(Recorder.flush_interval + 0.2)  # real clock: a worker thread writes
+        assert rows(path, "select count(*) from events") == [(4,)]
+        assert rows(path, "select status from sessions") == [("incomplete",)]
+
+
+def test_sigkill_mid_stream_leaves_a_consistent_database(tmp_path: Path) -> None:
+    command = find_command()
+    path = tmp_path / "killed.db"
+    env = clean_env(STREAMBUS_DB=str(path))
+    process = subprocess.Popen(
+        [command, "run", "--sim-tps", "20", "--sim-ttft", "0", "Tell me about streaming"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if path.exists():
+                try:
+                    if rows(path, "select count(*) from events")[0][0] >= 10:
+                        break
+                except sqlite3.OperationalError:  # tables not created yet
+                    pass
+            time.sleep(0.05)
+        else:
+            pytest.fail("nothing was recorded within 20 s")
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=10)
+    assert rows(path, "pragma integrity_check") == [("ok",)]
+    [(sid, status, started)] = rows(path, "select id, status, started_at from sessions")
+    assert status == "incomplete" and started
+    seqs = [
+        s for (s,) in rows(path, "select seq from events where session_id = ? order by seq", sid)
+    ]
+    assert len(seqs) >= 10 and seqs == list(range(len(seqs)))
+    assert open_db(path).execute("select count(*) from sessions").fetchone() == (1,)
+
+
+def test_migrating_a_version_1_database_backfills_the_figures(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    events = synthetic_session("old", 6)
+    old = sqlite_utils.Database(path)
+    migrations = old["_streambus_migrations"]
+    migrations.create({"name": str, "applied_at": str}, pk="name")  # type: ignore[union-attr]
+    MIGRATIONS[0](old)
+    migrations.insert({"name": MIGRATIONS[0].__name__, "applied_at": "2026-01-01"})  # type: ignore[union-attr]
+    old["sessions"].insert({"id": "old", "provider": "sim", "model": "m", "status": "ok"})  # type: ignore[union-attr]
+    old["events"].insert_all(  # type: ignore[union-attr]
+        {
+            "session_id": "old",
+            "seq": e.seq,
+            "t_ns": e.t_ns,
+            "type": e.__struct_config__.tag,
+            "payload": encode_event(e).decode(),
+        }
+        for e in events
+    )
+    old.conn.close()
+
+    db = open_db(path)
+    assert db.execute("pragma user_version").fetchone() == (SCHEMA_VERSION,)
+    row = next(db["sessions"].rows)
+    tracker = LatencyTracker()
+    tracker.add_all(events)
+    assert row["ttft_ns"] == 1000 and row["itl_p50_ns"] == 1000 and row["e2e_ns"] == 6000
+    assert row["tpot_ns"] == tracker.figures().tpot_ns == 1000
+    gaps = [g for (g,) in db.execute("select gap_ns from events order by seq")]
+    assert gaps == [None, None, 1000, 1000, 1000, 1000, 1000, None, None]
+    assert list(read_events(db, "old")) == events
+    open_db(path)  # idempotent: a second open applies nothing
+    names = [r["name"] for r in db["_streambus_migrations"].rows]
+    assert names == [m.__name__ for m in MIGRATIONS]
+
+
+async def test_no_credential_is_ever_stored(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    key = "sk-proj-NEVER-STORE-ME-0123456789"
+    async with open_simulator(FAST) as sim, open_bus() as bus:
+        bus.subscribe(Recorder(path))
+        config = ProviderConfig("openai", "openai", sim.base_url, "sim-1", api_key=key)
+        request = Request.from_prompt("hi", extra={"api_key": key, "user": "u1"})
+        await stream(bus, request, provider=config)
+    assert key.encode() not in every_byte_in(tmp_path)
+    [(request_json,)] = rows(path, "select request from sessions")
+    assert json.loads(request_json)["api_key"] == "[redacted]"
+    assert json.loads(request_json)["user"] == "u1"
+
+
+def test_latency_figures_by_hand() -> None:
+    t = [0, 300, 310, 330, 1330, 1340]  # content events at these ms; a 1 s stall in the middle
+    events: list[Event] = [Start(session="s", seq=0, t_ns=0, provider="sim", model="m")]
+    events += [
+        Delta(session="s", seq=i + 1, t_ns=ms * 10**6, text="x") for i, ms in enumerate(t[1:])
+    ]
+    events += [
+        Usage(session="s", seq=6, t_ns=1400 * 10**6, output_tokens=11),
+        Stop(session="s", seq=7, t_ns=1400 * 10**6, reason="stop"),
+    ]
+    tracker = LatencyTracker()
+    tracker.add_all(events)
+    fig = tracker.figures()
+    ms = 10**6
+    assert fig.ttft_ns == 300 * ms and fig.e2e_ns == 1400 * ms and fig.content_events == 5
+    # gaps: 10, 20, 1000, 10 ms -> sorted 10, 10, 20, 1000
+    assert fig.itl_max_ns == 1000 * ms
+    assert fig.itl_p50_ns == 15 * ms  # between the 2nd and 3rd of four
+    assert fig.itl_mean_ns == 260 * ms
+    assert fig.tpot_ns == (1340 - 300) * ms / 10  # decode phase ends at the last content
+    assert fig.tokens_per_s == pytest.approx(11 / 1.040)
+    assert percentile([1.0, 2.0, 3.0, 4.0], 90) == pytest.approx(3.7)
+    assert percentile([], 50) is None
