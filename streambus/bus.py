@@ -100,9 +100,12 @@ class _LossyMailbox:
     def close_receiver(self) -> None:
         self._receiver_closed = True
         self._pending.clear()
+        self._lot.unpark_all()  # a receive() parked here must end, not wait forever
 
     async def receive(self) -> Batch:
         while not self._pending:
+            if self._receiver_closed:
+                raise trio.ClosedResourceError
             if self._closed:
                 raise trio.EndOfChannel
             await self._lot.park()
@@ -185,6 +188,7 @@ class Subscription:
         self.failure: SubscriberFailure | None = None
         self._done = trio.Event()
         self._task_done: trio.Event | None = None  # set up for handler subscriptions only
+        self._task: trio.lowlevel.Task | None = None
         self._scope = trio.CancelScope(shield=True)
         self._send: Any
         self._receive: Any
@@ -258,10 +262,12 @@ class Bus:
         self.buffer = buffer
         self.grace = grace
         self.failures: list[SubscriberFailure] = []
-        self._subscriptions: list[Subscription] = []
+        self._subscriptions: list[Subscription] = []  # those still receiving
+        self._handlers: list[Subscription] = []  # every one with a task, even after it left
         self._nursery: trio.Nursery | None = None
         self._unstarted: list[tuple[Subscription, Any]] = []
         self._closed = False
+        self._drained = trio.Event()
 
     # -- subscribing --------------------------------------------------------------------------
 
@@ -291,6 +297,7 @@ class Bus:
         self._subscriptions.append(sub)
         if handler is not None:
             sub._task_done = trio.Event()
+            self._handlers.append(sub)
             deliver = _deliverer(handler)
             if self._nursery is None:
                 self._unstarted.append((sub, deliver))
@@ -307,23 +314,28 @@ class Bus:
     async def publish(self, events: Iterable[Event]) -> None:
         """Deliver ``events`` as one batch to every subscriber, in order.
 
-        Returns as soon as every mailbox took the batch; waits only while a lossless
-        subscriber's mailbox is full (backpressure). Not a checkpoint when nobody is full.
+        Every mailbox with room takes the batch at once; only then does publishing wait, on
+        the full ones (a slow lossless subscriber: backpressure). So one stuck subscriber
+        never keeps a batch (the final ``stop``, say) from the others. Not a checkpoint when
+        nobody is full.
         """
         batch = events if type(events) is tuple else tuple(events)
         if self._closed:
             raise trio.ClosedResourceError("the bus is closed")
         if not batch:
             return
-        for sub in self._subscriptions:
+        full = []
+        for sub in tuple(self._subscriptions):  # a subscriber may leave while we wait
             try:
                 sub._send.send_nowait(batch)
             except trio.WouldBlock:
-                try:
-                    await sub._send.send(batch)
-                except trio.BrokenResourceError:
-                    self._forget(sub)
-            except trio.BrokenResourceError:
+                full.append(sub)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._forget(sub)
+        for sub in full:
+            try:
+                await sub._send.send(batch)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._forget(sub)
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -335,19 +347,31 @@ class Bus:
         self._unstarted.clear()
 
     async def aclose(self) -> None:
-        """Stop accepting events, let every subscriber drain, wait at most ``grace`` seconds."""
+        """Stop accepting events, let every subscriber drain, wait at most ``grace`` seconds.
+
+        Safe to call twice (the second call waits for the first to finish) and from inside a
+        subscriber (which is then not waited for: it cannot finish while it is calling us).
+        """
+        current = trio.lowlevel.current_task()
+        inside = any(sub._task is current for sub in self._handlers)
         if self._closed:
+            if not inside:
+                with trio.CancelScope(shield=True):
+                    await self._drained.wait()
             return
         self._closed = True
         for sub in self._subscriptions:
             sub._send.close()
         with trio.CancelScope(shield=True):
             with trio.move_on_after(self.grace):
-                for sub in list(self._subscriptions):
-                    if sub._task_done is not None:
+                for sub in self._handlers:
+                    if sub._task is not current:
+                        assert sub._task_done is not None
                         await sub._task_done.wait()
-            for sub in list(self._subscriptions):
-                sub._scope.cancel()
+            for sub in self._handlers:
+                if sub._task is not current:
+                    sub._scope.cancel()
+        self._drained.set()
 
     def _forget(self, sub: Subscription) -> None:
         if sub in self._subscriptions:
@@ -355,6 +379,7 @@ class Bus:
 
     async def _run(self, sub: Subscription, deliver: _Deliver) -> None:
         assert sub._task_done is not None
+        sub._task = trio.lowlevel.current_task()
         try:
             with sub._scope:
                 try:
@@ -362,7 +387,7 @@ class Bus:
                 except Exception as exc:
                     sub.failure = SubscriberFailure(sub.name, exc)
                     self.failures.append(sub.failure)
-                    logger.error("%s", sub.failure, exc_info=exc)
+                    logger.error("%s", sub.failure, exc_info=exc)  # the CLI shows one line
                     sub.close()
         finally:
             sub._task_done.set()

@@ -22,7 +22,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import httpx2
 import msgspec
@@ -30,7 +29,7 @@ import trio
 
 from streambus.bus import Bus, Subscription, open_bus
 from streambus.errors import ProtocolError, ProviderError, StreambusError, TransportError
-from streambus.events import Event
+from streambus.events import Event, Stop
 from streambus.message import Message, MessageBuilder
 from streambus.providers import (
     ProviderConfig,
@@ -146,14 +145,22 @@ class _Session:
         self.builder = MessageBuilder()
         self._t0 = 0.0
         self._published = 0
-        self._host = urlsplit(config.url).netloc
+        self._host = config.host
         self._body = config.body(request)
+        self._deadline = math.inf
+        self._last_error: str | None = None
+        self._attempt_count = 0
 
     def _now(self) -> int:
         return int((trio.current_time() - self._t0) * 1e9)
 
     async def _publish(self, events: list[Event]) -> None:
         if events:
+            last = events[-1]
+            if type(last) is Stop and last.error:  # provider texts may echo a key
+                events[-1] = msgspec.structs.replace(
+                    last, error=redact(last.error, self.config.secrets)
+                )
             self.builder.add(events)
             self._published += len(events)
             await self.bus.publish(events)
@@ -169,10 +176,12 @@ class _Session:
         start = self.normalizer.start(
             host=self._host, started_at=started_at, request=scrub(self._body)
         )
-        await self._publish([start])
         budget = math.inf if self.timeout is None else self.timeout
+        self._deadline = self._t0 + budget
         try:
-            with trio.move_on_after(budget) as scope:
+            # start is inside: a subscriber that got it must get the stop too
+            await self._publish([start])
+            with trio.move_on_at(self._deadline) as scope:
                 await self._attempts(client)
         except (trio.Cancelled, KeyboardInterrupt):
             await self._publish_final(self.normalizer.cancel(self._now()))
@@ -182,15 +191,21 @@ class _Session:
             await self._publish_final(self.normalizer.fail(message, self._now()))
             raise
         if scope.cancelled_caught:
-            message = f"timed out: the total timeout of {self.timeout:g} s ran out"
-            await self._publish_final(self.normalizer.fail(message, self._now()))
+            await self._publish_final(self.normalizer.fail(self._timed_out(), self._now()))
         return self.builder.message
+
+    def _timed_out(self) -> str:
+        message = f"timed out: the total timeout of {self.timeout:g} s ran out"
+        if self._last_error is not None:
+            message += f" after {self._attempt_count} attempts (last: {self._last_error})"
+        return message
 
     async def _attempts(self, client: httpx2.AsyncClient) -> None:
         body = msgspec.json.encode(self._body)
         for attempt in range(self.retries + 1):
             retryable = False
             wait: float | None = None
+            self._attempt_count = attempt + 1
             try:
                 await self._attempt(client, body)
                 return
@@ -203,14 +218,19 @@ class _Session:
             except httpx2.ReadTimeout as exc:
                 error = TransportError(f"read timeout: {self._host} sent nothing: {_describe(exc)}")
             except httpx2.HTTPError as exc:
-                what = "mid-stream" if self._published > 1 else "before the stream"
+                what = "mid-stream" if self._published > 1 else "before any content"
                 error = TransportError(f"connection to {self._host} broke {what}: {_describe(exc)}")
                 retryable = self._published <= 1
             except StreambusError as exc:
                 error = exc
             message = redact(str(error), self.config.secrets)
-            if retryable and self._published <= 1 and attempt < self.retries:
-                delay = _backoff(attempt, wait)
+            self._last_error = message
+            delay = _backoff(attempt, wait)
+            may_retry = retryable and self._published <= 1 and attempt < self.retries
+            if may_retry and trio.current_time() + delay >= self._deadline:
+                # Sleeping past the budget would only hide this error behind a timeout.
+                message += f" (no time left to retry within the {self.timeout:g} s timeout)"
+            elif may_retry:
                 logger.warning(
                     "%s; retrying in %.1f s (attempt %d of %d)",
                     message,
@@ -299,4 +319,5 @@ async def open_stream(request: Request | str, **kwargs: Any) -> AsyncIterator[Su
         try:
             yield events
         finally:
+            events.close()  # left early: nobody reads it any more, so never wait for it
             nursery.cancel_scope.cancel()

@@ -11,8 +11,10 @@ terminal it gets plain text, no escape codes.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from itertools import groupby
 from typing import IO, Final
 
 from streambus.events import Delta, Event, Stop, ToolDelta, encode_event
@@ -27,7 +29,10 @@ _RED: Final = "\x1b[31m"
 _RESET: Final = "\x1b[0m"
 
 
-def _is_tty(stream: IO[str]) -> bool:
+def _wants_color(stream: IO[str]) -> bool:
+    """A terminal, unless NO_COLOR is set (https://no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
@@ -73,10 +78,10 @@ class ConsolePrinter:
     ) -> None:
         self.out = out if out is not None else sys.stdout
         self.err = err if err is not None else sys.stderr
-        self.color_out = _is_tty(self.out) if color is None else color
-        self.color_err = _is_tty(self.err) if color is None else color
+        self.color_out = _wants_color(self.out) if color is None else color
+        self.color_err = _wants_color(self.err) if color is None else color
         self.summary = summary
-        self._pending: list[tuple[IO[str], str]] = []
+        self._pending: list[tuple[IO[str], str, str]] = []  # (stream, style, text)
         self._mode: str | None = None  # "text", "reasoning", "refusal", "tool:N"
         self._at_line_start = {id(self.out): True, id(self.err): True}
         self._builders: dict[str, MessageBuilder] = {}
@@ -97,32 +102,38 @@ class ConsolePrinter:
                 self._on_stop(event, builder)
 
     def flush(self) -> None:
-        """Write everything pending, in order, one write per run of the same stream."""
+        """Write everything pending, in order: one write per run of the same stream, one
+        escape sequence per run of the same style (not one per token)."""
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        stream = pending[0][0]
-        parts: list[str] = []
-        touched: list[IO[str]] = []
-        for target, text in pending:
-            if target is not stream:
-                stream.write("".join(parts))
-                stream.flush()
-                stream, parts = target, []
-            parts.append(text)
-            if target not in touched:
-                touched.append(target)
-        stream.write("".join(parts))
-        for target in touched:
-            target.flush()
+        writes: list[tuple[IO[str], list[str]]] = []
+        for (_, style), run in groupby(pending, key=lambda p: (id(p[0]), p[1])):
+            items = list(run)
+            stream = items[0][0]
+            text = self._styled(stream, style, [item[2] for item in items])
+            if writes and writes[-1][0] is stream:
+                writes[-1][1].append(text)
+            else:
+                writes.append((stream, [text]))
+        for stream, parts in writes:
+            stream.write("".join(parts))
+            stream.flush()
+
+    def _styled(self, stream: IO[str], style: str, parts: list[str]) -> str:
+        text = "".join(parts)
+        color = self.color_out if stream is self.out else self.color_err
+        if not (style and color):
+            return text
+        body, newline = (text[:-1], "\n") if text.endswith("\n") else (text, "")
+        return f"{style}{body}{_RESET}{newline}"  # the reset before a final newline
 
     # -- rendering ----------------------------------------------------------------------------
 
     def _write(self, stream: IO[str], text: str, style: str = "") -> None:
         if not text:
             return
-        color = self.color_out if stream is self.out else self.color_err
-        self._pending.append((stream, f"{style}{text}{_RESET}" if style and color else text))
+        self._pending.append((stream, style, text))
         self._at_line_start[id(stream)] = text.endswith("\n")
 
     def _newline(self, stream: IO[str]) -> None:

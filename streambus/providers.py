@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -74,6 +75,15 @@ class ProviderConfig:
         return replace(self, base_url=base_url)
 
     @property
+    def host(self) -> str:
+        """``host[:port]`` of the base URL, never its user:password part."""
+        parts = urlsplit(self.base_url or "")
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{host}:{parts.port}" if parts.port else host
+
+    @property
     def url(self) -> str:
         base = (self.base_url or "").rstrip("/")
         return f"{base}/chat/completions" if self.format == "openai" else f"{base}/v1/messages"
@@ -130,7 +140,9 @@ class ProviderConfig:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        return (self.api_key,) if self.api_key else ()
+        """Everything that must never be shown: the key, and a password in the base URL."""
+        password = urlsplit(self.base_url or "").password
+        return tuple(s for s in (self.api_key, password) if s)
 
 
 def resolve_provider(
@@ -148,12 +160,7 @@ def resolve_provider(
     """
     env = os.environ if env is None else env
     if name == "auto":
-        if api_key or base_url or env.get("OPENAI_API_KEY"):
-            name = "openai"
-        elif env.get("ANTHROPIC_API_KEY"):
-            name = "anthropic"
-        else:
-            name = "sim"
+        name = _auto_provider(api_key, base_url, env)
     if name not in PROVIDERS:
         raise ConfigError(f"unknown provider {name!r}: choose one of {', '.join(PROVIDERS)}")
     model = model or DEFAULT_MODELS[name]
@@ -161,9 +168,10 @@ def resolve_provider(
         return ProviderConfig("sim", "openai", base_url, model, api_key or "sim")
     prefix = name.upper()
     base_url = base_url or env.get(f"{prefix}_BASE_URL") or _DEFAULT_BASE[name]
-    if not re.match(r"https?://", base_url):
-        raise ConfigError(f"base URL must start with http:// or https://, got {base_url!r}")
-    api_key = api_key or env.get(f"{prefix}_API_KEY") or None
+    _check_base_url(base_url)
+    api_key = (api_key or env.get(f"{prefix}_API_KEY") or "").strip() or None
+    if api_key is not None and not _HEADER_SAFE.fullmatch(api_key):
+        raise ConfigError("the API key has characters an HTTP header cannot carry")
     if api_key is None and base_url == _DEFAULT_BASE[name]:
         raise ConfigError(
             f"{prefix}_API_KEY is not set: export it or pass --api-key "
@@ -171,6 +179,33 @@ def resolve_provider(
         )
     fmt: Literal["openai", "anthropic"] = "anthropic" if name == "anthropic" else "openai"
     return ProviderConfig(name, fmt, base_url, model, api_key)
+
+
+_HEADER_SAFE: Final = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what keys are made of
+
+
+def _auto_provider(api_key: str | None, base_url: str | None, env: Mapping[str, str]) -> str:
+    """``auto``: as the environment says; a key or URL given alone means an OpenAI-style
+    server, unless the key is an Anthropic one. Never sends one provider's key to another."""
+    if api_key:
+        return "anthropic" if api_key.startswith("sk-ant-") else "openai"
+    if base_url:
+        return "openai"
+    if env.get("OPENAI_API_KEY"):
+        return "openai"
+    if env.get("ANTHROPIC_API_KEY"):
+        return "anthropic"
+    return "sim"
+
+
+def _check_base_url(base_url: str) -> None:
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(f"invalid base URL {base_url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"base URL must look like https://host/…, got {base_url!r}")
 
 
 class _OpenAIErrorDetail(msgspec.Struct):

@@ -294,3 +294,103 @@ async def test_unknown_policy_is_rejected() -> None:
     async with open_bus() as bus:
         with pytest.raises(ValueError, match="unknown policy"):
             bus.subscribe(print, policy="sometimes")  # type: ignore[arg-type]
+
+
+# -- regressions: each of these once lost an event or hung ---------------------------------------
+
+
+def numbered(i: int) -> Delta:
+    return Delta(session="s", seq=i, t_ns=i, text=str(i))
+
+
+async def test_a_subscriber_leaving_while_publish_waits_costs_the_others_nothing(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    got: list[int] = []
+    gate = trio.Event()
+
+    async def fails_later(event: Event) -> None:
+        await gate.wait()
+        raise RuntimeError("fails while the publisher waits on it")
+
+    async with open_bus(buffer=1) as bus:
+        bus.subscribe(fails_later, name="A")
+        bus.subscribe(lambda e: got.append(e.seq), name="B")
+        await bus.publish([numbered(0)])  # A takes it and blocks on the gate
+        await trio.sleep(0.01)
+        await bus.publish([numbered(1)])  # A's mailbox is now full
+        async with trio.open_nursery() as nursery:
+
+            async def release() -> None:
+                await trio.sleep(0.05)
+                gate.set()
+
+            nursery.start_soon(release)
+            await bus.publish([numbered(2)])  # waits on A, which fails meanwhile
+        await bus.publish([numbered(3)])
+    assert got == [0, 1, 2, 3]
+    assert [f.name for f in bus.failures] == ["A"]
+
+
+async def test_a_stuck_subscriber_does_not_keep_a_batch_from_the_others(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    got: list[int] = []
+
+    async def stuck(event: Event) -> None:
+        await trio.sleep_forever()
+
+    async with open_bus(buffer=1, grace=1) as bus:
+        bus.subscribe(stuck, name="stuck")  # first in line
+        bus.subscribe(lambda e: got.append(e.seq), name="good")
+        await bus.publish([numbered(0)])
+        await trio.sleep(0.01)
+        await bus.publish([numbered(1)])  # stuck's mailbox is full from here on
+        with trio.move_on_after(0.5):
+            await bus.publish([numbered(2)])
+        assert got == [0, 1, 2]  # delivered at once, before waiting on the stuck one
+
+
+@pytest.mark.parametrize("policy", ["lossless", "coalesce", "latest"])
+@pytest.mark.parametrize("style", ["handler", "iterator"])
+async def test_closing_a_subscription_never_hangs_the_bus(
+    autojump_clock: trio.abc.Clock, policy: str, style: str
+) -> None:
+    start = trio.current_time()
+    async with open_bus(grace=30) as bus, trio.open_nursery() as nursery:
+        if style == "handler":
+            sub = bus.subscribe(lambda e: None, policy=policy)  # type: ignore[arg-type]
+        else:
+            sub = bus.subscribe(policy=policy)  # type: ignore[arg-type]
+
+            async def consume() -> None:
+                async for _ in sub:
+                    pass
+
+            nursery.start_soon(consume)
+        await trio.sleep(0.1)
+        sub.close()
+        await bus.publish([numbered(0)])
+    assert trio.current_time() - start < 1  # not the 30 s grace
+
+
+async def test_aclose_from_inside_a_subscriber_and_twice(autojump_clock: trio.abc.Clock) -> None:
+    handled: list[int] = []
+    start = trio.current_time()
+    async with open_bus(grace=30) as bus:
+
+        async def closer(event: Event) -> None:
+            await bus.aclose()  # must not wait for itself
+            handled.append(event.seq)
+
+        async def slow(event: Event) -> None:
+            await trio.sleep(1)
+            handled.append(event.seq)
+
+        bus.subscribe(closer)
+        bus.subscribe(slow)
+        await bus.publish([numbered(7)])
+        await trio.sleep(0.01)
+        await bus.aclose()  # the second call: returns only once everyone drained
+        assert sorted(handled) == [7, 7]
+    assert trio.current_time() - start == pytest.approx(1, abs=0.1)

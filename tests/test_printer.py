@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 import trio
 
 from streambus import (
@@ -63,7 +64,8 @@ def test_answer_on_stdout_everything_else_on_stderr_plain() -> None:
 def test_colour_only_when_asked_or_on_a_terminal() -> None:
     out, err = io.StringIO(), io.StringIO()
     ConsolePrinter(out, err, color=True).on_events(session())
-    assert "\x1b[2mhmm, " in err.getvalue()  # reasoning dimmed
+    # reasoning dimmed: one escape sequence for the whole run, reset before the newline
+    assert err.getvalue().startswith("\x1b[2m[thinking] hmm, let me see\x1b[0m\n")
     assert out.getvalue() == "Hello world\n"  # the answer itself is never decorated
 
 
@@ -122,3 +124,13 @@ def test_jsonl_printer_writes_the_public_form_one_per_line() -> None:
     printer.on_events(session())
     lines = out.getvalue().decode().splitlines()
     assert [decode_event(line) for line in lines] == session()
+
+
+def test_no_color_wins_over_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert ConsolePrinter(Terminal(), Terminal()).color_err
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not ConsolePrinter(Terminal(), Terminal()).color_err

@@ -4,6 +4,7 @@ side, ``stream()`` with httpx2 on the other. Real clock: trio's autojump misfire
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,16 @@ from streambus import (
     open_stream,
     stream,
 )
-from streambus.simulator import Canned, Simulator, SimulatorConfig, open_simulator, serve_canned
+from streambus.simulator import (
+    Canned,
+    HTTPRequest,
+    HTTPResponse,
+    Simulator,
+    SimulatorConfig,
+    open_simulator,
+    serve_canned,
+    serve_http,
+)
 
 FAST = SimulatorConfig(ttft=0, tokens_per_second=0, jitter=0)
 
@@ -229,3 +239,103 @@ async def test_a_failing_subscriber_does_not_disturb_the_stream(sim: Simulator) 
         "subscriber 'test_a_failing_subscriber_does_not_disturb_the_stream.<locals>.broken' "
         "failed: RuntimeError: bad handler"
     ]
+
+
+# -- regressions found in review ------------------------------------------------------------------
+
+
+async def test_a_key_echoed_in_a_mid_stream_error_is_redacted() -> None:
+    key = "sk-SECRET1234567890abcdef"
+    body = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
+        b'data: {"error":{"message":"Incorrect API key provided: sk-SECRET1234567890abcdef",'
+        b'"type":"invalid_request_error"}}\n\n'
+    )
+    async with serve_canned({"/v1/chat/completions": Canned(body)}) as server:
+        message, events = await run(openai_at(server.url + "/v1", key), request())
+    stop = assert_session(events)
+    assert (
+        stop.error == "openai stream error: Incorrect API key provided: [redacted] "
+        "(invalid_request_error)"
+    )
+    assert message.stop.error == stop.error
+
+
+async def test_credentials_in_the_base_url_never_show(sim: Simulator) -> None:
+    base = sim.base_url.replace("http://", "http://user:hunter2pass@")
+    config = ProviderConfig("openai", "openai", base, "sim-1", "k")
+    _, events = await run(config, request())
+    start = events[0]
+    assert isinstance(start, Start) and start.host == f"127.0.0.1:{sim.port}"
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    bad = ProviderConfig(
+        "openai", "openai", f"http://user:hunter2pass@127.0.0.1:{port}/v1", "m", "k"
+    )
+    message, _ = await run(bad, request(), retries=0)
+    assert "hunter2pass" not in message.stop.error and "user:" not in message.stop.error
+
+
+async def test_a_subscriber_that_got_start_gets_a_stop_even_if_cancelled_right_away() -> None:
+    got: list[Event] = []
+
+    async def slow(event: Event) -> None:
+        await trio.sleep(10)
+
+    async with open_bus(buffer=1, grace=1) as bus:
+        bus.subscribe(slow)
+        bus.subscribe(got.append)
+        await bus.publish([Delta(session="x", seq=0, t_ns=0, text="a")])  # slow takes it
+        await bus.publish([Delta(session="x", seq=1, t_ns=0, text="b")])  # slow is now full
+        with trio.move_on_after(0.05):
+            await stream(bus, request(), provider=openai_at("http://127.0.0.1:9/v1"))
+    mine = [e for e in got if e.session != "x"]
+    assert [type(e) for e in mine] == [Start, Stop]
+    assert mine[-1].reason == "cancelled"  # type: ignore[union-attr]
+
+
+async def test_the_total_timeout_names_the_last_error_while_retrying(sim: Simulator) -> None:
+    fault = {"kind": "http_error", "status": 503, "retry_after": 0.2, "message": "Busy"}
+    _, events = await run(openai_at(sim.base_url), request(fault=fault), retries=10, timeout=0.5)
+    stop = assert_session(events)
+    assert stop.error is not None
+    assert stop.error.startswith("openai returned HTTP 503: Busy")
+    assert stop.error.endswith("(no time left to retry within the 0.5 s timeout)")
+    assert stop.t_ns < 0.5e9  # it did not sleep into the timeout first
+
+
+async def test_leaving_open_stream_early_is_immediate() -> None:
+    start = trio.current_time()
+    async with open_stream(request(), provider="sim", simulator=FAST) as events:
+        async for event in events:
+            if isinstance(event, Delta):
+                break
+        await trio.sleep(0.2)  # the stream keeps publishing meanwhile
+    assert trio.current_time() - start < 2  # not the bus's 5 s grace
+
+
+async def test_a_timeout_during_a_retry_names_the_error_that_caused_it() -> None:
+    answers = 0
+
+    async def handler(req: HTTPRequest) -> HTTPResponse:
+        nonlocal answers
+        answers += 1
+        if answers == 1:
+            body = b'{"error": {"message": "Overloaded", "type": "server_error"}}'
+            return HTTPResponse(
+                503, [("content-type", "application/json"), ("retry-after", "0")], body
+            )
+        await trio.sleep(60)  # the retry hangs until the total timeout strikes
+        return HTTPResponse(500)
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(functools.partial(serve_http, handler))
+        _, events = await run(openai_at(f"http://127.0.0.1:{port}/v1"), request(), timeout=0.5)
+        nursery.cancel_scope.cancel()
+    stop = assert_session(events)
+    assert stop.error == (
+        "timed out: the total timeout of 0.5 s ran out after 2 attempts "
+        "(last: openai returned HTTP 503: Overloaded (server_error))"
+    )

@@ -1,0 +1,71 @@
+"""Provider resolution: the SDKs' environment conventions, and refusing bad configuration
+before anything is sent."""
+
+from __future__ import annotations
+
+import pytest
+
+from streambus import ConfigError, resolve_provider
+
+OPENAI = {"OPENAI_API_KEY": "sk-openai-0123456789"}
+ANTHROPIC = {"ANTHROPIC_API_KEY": "sk-ant-api03-0123456789"}
+
+
+@pytest.mark.parametrize(
+    ("env", "kwargs", "expected"),
+    [
+        ({}, {}, "sim"),
+        (OPENAI, {}, "openai"),
+        (ANTHROPIC, {}, "anthropic"),
+        ({**OPENAI, **ANTHROPIC}, {}, "openai"),
+        (ANTHROPIC, {"api_key": "sk-ant-api03-other-key"}, "anthropic"),
+        (ANTHROPIC, {"api_key": "sk-other-openai-key"}, "openai"),
+        ({}, {"base_url": "http://localhost:8000/v1"}, "openai"),
+    ],
+)
+def test_auto_picks_the_provider_the_key_belongs_to(
+    env: dict[str, str], kwargs: dict[str, str], expected: str
+) -> None:
+    assert resolve_provider("auto", env=env, **kwargs).name == expected
+
+
+def test_environment_conventions_of_the_official_sdks() -> None:
+    env = {**ANTHROPIC, "ANTHROPIC_BASE_URL": "https://proxy.example/anthropic"}
+    config = resolve_provider("anthropic", env=env)
+    assert config.url == "https://proxy.example/anthropic/v1/messages"
+    assert config.headers()["x-api-key"] == ANTHROPIC["ANTHROPIC_API_KEY"]
+    assert config.headers()["anthropic-version"] == "2023-06-01"
+    openai = resolve_provider("openai", env=OPENAI)
+    assert openai.url == "https://api.openai.com/v1/chat/completions"
+    assert openai.headers()["authorization"] == f"Bearer {OPENAI['OPENAI_API_KEY']}"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"base_url": "http://[::1/v1"}, "invalid base URL"),
+        ({"base_url": "http://"}, "base URL must look like"),
+        ({"base_url": "ftp://host/v1"}, "base URL must look like"),
+        ({"base_url": "http://host:99999/v1"}, "invalid base URL"),
+        ({"api_key": "sk-naïve-SECRET123456"}, "characters an HTTP header cannot carry"),
+        ({"api_key": "sk-with space"}, "characters an HTTP header cannot carry"),
+    ],
+)
+def test_bad_configuration_is_refused_before_sending(kwargs: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_provider("openai", env=OPENAI, **kwargs)
+
+
+def test_a_missing_key_for_the_real_service_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY is not set"):
+        resolve_provider("openai", env={})
+    # a compatible local server may need no key at all
+    assert resolve_provider("openai", env={}, base_url="http://127.0.0.1:8000/v1").api_key is None
+
+
+def test_host_never_includes_credentials() -> None:
+    config = resolve_provider(
+        "openai", env=OPENAI, base_url="https://u:pw-secret-123@h.example:8443/v1"
+    )
+    assert config.host == "h.example:8443"
+    assert "pw-secret-123" in config.secrets
