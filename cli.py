@@ -5,23 +5,33 @@ The wheel ships it as ``streambus/_cli.py`` (see ``pyproject.toml`` and docs/arc
 so installing streambus puts no bare ``cli`` module into site-packages.
 
 Exit codes: 0 the stream ended normally; 1 the stream failed (after printing what arrived) or a
-subscriber failed; 2 bad usage or configuration; 130 after Ctrl-C; 143 after SIGTERM.
+subscriber failed; 2 bad usage or configuration; 130 after Ctrl-C; 143 after SIGTERM; 141
+when whoever read stdout went away (``| head``), as for a process ended by SIGPIPE.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import json
 import logging
 import os
 import signal
 import sqlite3
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import msgspec
 import trio
 
 import streambus
+import streambus.db
+import streambus.plot
+import streambus.stats
+from streambus import exchange
 from streambus.simulator import SimulatorConfig, parse_fault
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -58,10 +68,19 @@ def _open_db(db: str | None) -> Any:
         _fail(f"cannot open {path}: {exc}", 1)
 
 
+class _OneLine(logging.Formatter):
+    """No tracebacks on the terminal: the message already says what failed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.exc_info = None
+        record.exc_text = None
+        return super().format(record)
+
+
 def _setup_logging() -> None:
     """Library warnings (retries, failed subscribers) become one plain line on stderr."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("streambus: %(message)s"))
+    handler.setFormatter(_OneLine("streambus: %(message)s"))
     log = logging.getLogger("streambus")
     log.addHandler(handler)
     log.setLevel(logging.WARNING)
@@ -187,11 +206,14 @@ def run(
 
 
 def _read_prompt(prompt: str | None) -> str:
-    """The argument, standard input, or both (``cat notes.txt | streambus run "Summarize"``)."""
-    piped = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
-    if prompt and piped:
-        return f"{prompt}\n\n{piped}"
-    text = prompt or piped
+    """The argument; or standard input when there is none (or it is ``-``).
+
+    Standard input is never read beside an argument: ``while read q; do streambus run "$q";
+    done < questions.txt`` must not swallow the rest of the file, nor an inherited pipe hang.
+    """
+    text = prompt
+    if prompt is None or prompt == "-":
+        text = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
     if not text or not text.strip():
         _fail("no prompt: give one as an argument or on standard input")
     return text
@@ -205,9 +227,39 @@ async def _run(
     retries: int,
     sim_config: SimulatorConfig | None,
 ) -> int:
-    """Stream under a signal watcher: the first Ctrl-C/SIGTERM cancels, a second one exits."""
-    received: list[int] = []
+    """Stream one request to the subscribers; the exit code."""
     session = streambus.new_session_id()
+
+    async def produce(bus: streambus.Bus) -> streambus.Message:
+        return await streambus.stream(
+            bus,
+            request,
+            provider=config,
+            timeout=timeout,
+            retries=retries,
+            simulator=sim_config,
+            session=session,
+        )
+
+    message, failures, signum = await _drive(subscribers, produce)
+    recorded = (
+        "recorded"
+        if any(isinstance(s, streambus.Recorder) for s in subscribers)
+        else "not recorded"
+    )
+    click.echo(f"streambus: session {session} ({recorded})", err=True)
+    return _exit_code(message, failures, signum)
+
+
+async def _drive(
+    subscribers: list[Any], produce: Callable[[streambus.Bus], Awaitable[streambus.Message]]
+) -> tuple[streambus.Message | None, list[streambus.SubscriberFailure], int | None]:
+    """Publish a session to ``subscribers`` under a signal watcher (run and replay share it).
+
+    The first Ctrl-C/SIGTERM cancels ``produce`` (which then publishes a cancelled ``stop``);
+    a second one exits at once. Returns the message, failed subscribers and the signal.
+    """
+    received: list[int] = []
     message: streambus.Message | None = None
     failures: list[streambus.SubscriberFailure] = []
     with trio.open_signal_receiver(*_SIGNALS) as signals:
@@ -222,31 +274,65 @@ async def _run(
                     work.cancel()
 
             nursery.start_soon(watch)
+
+            def reader_left() -> None:  # like `yes | head`: end quietly, as if by SIGPIPE
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())  # nothing more to say on stdout, ever
+                os.close(devnull)
+                if not received:
+                    received.append(signal.SIGPIPE)
+                work.cancel()
+
             with work:
                 async with streambus.open_bus() as bus:
                     failures = bus.failures
                     for subscriber in subscribers:
-                        bus.subscribe(subscriber, name=type(subscriber).__name__)
-                    message = await streambus.stream(
-                        bus,
-                        request,
-                        provider=config,
-                        timeout=timeout,
-                        retries=retries,
-                        simulator=sim_config,
-                        session=session,
-                    )
+                        name = type(subscriber).__name__
+                        if isinstance(
+                            subscriber, streambus.ConsolePrinter | streambus.JsonlPrinter
+                        ):
+                            subscriber = _PipeGuard(subscriber, reader_left)
+                        bus.subscribe(subscriber, name=name)
+                    message = await produce(bus)
             nursery.cancel_scope.cancel()
-    recorded = (
-        "recorded"
-        if any(isinstance(s, streambus.Recorder) for s in subscribers)
-        else "not recorded"
-    )
-    click.echo(f"streambus: session {session} ({recorded})", err=True)
+    return message, failures, (received[0] if received else None)
+
+
+class _PipeGuard:
+    """A printer whose stdout reader may go away (``streambus run … | head -1``)."""
+
+    def __init__(self, printer: Any, on_closed: Callable[[], None]) -> None:
+        self.printer = printer
+        self.on_closed = on_closed
+        self.flush_interval = printer.flush_interval
+        self.closed = False
+
+    def on_events(self, batch: Any) -> None:
+        if not self.closed:
+            self._guard(self.printer.on_events, batch)
+
+    def flush(self) -> None:
+        if not self.closed:
+            self._guard(self.printer.flush)
+
+    def _guard(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except BrokenPipeError:
+            self.closed = True
+            self.on_closed()
+
+
+def _exit_code(
+    message: streambus.Message | None,
+    failures: list[streambus.SubscriberFailure],
+    signum: int | None,
+) -> int:
+    """128 + the signal; 1 for a failed stream or subscriber (said on stderr); else 0."""
     for failure in failures:
         click.echo(f"streambus: error: {failure}", err=True)
-    if received:
-        return 128 + received[0]
+    if signum is not None:
+        return 128 + signum
     assert message is not None and message.stop is not None
     if message.stop.reason == "error":
         click.echo(f"streambus: error: {message.stop.error}", err=True)
@@ -352,6 +438,509 @@ def db() -> None:
 def db_path(db: str | None) -> None:
     """Print where recordings are stored (--db, else STREAMBUS_DB, else the app directory)."""
     click.echo(_db_path(db))
+
+
+# -- recordings: sessions, show, replay, export, import --------------------------------------
+
+
+def _open_existing_db(db: str | None) -> Any:
+    """Reading commands never create a database: a mistyped --db should not look empty."""
+    path = _db_path(db)
+    if not path.exists():
+        _fail(f"no recordings database at {path}: nothing was recorded there", 1)
+    return _open_db(str(path))
+
+
+def _find(database: Any, ref: str) -> str:
+    try:
+        return streambus.db.find_session(database, ref)
+    except LookupError as exc:
+        _fail(str(exc), 1)
+
+
+def _local_time(started_at: str | None) -> str:
+    if not started_at:
+        return "-"
+    try:
+        moment = datetime.datetime.fromisoformat(started_at)
+    except ValueError:
+        return started_at
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _seconds(ns: float | None) -> str:
+    return "-" if ns is None else f"{ns / 1e9:.2f} s"
+
+
+def _status(row: dict[str, Any]) -> str:
+    """``ok``, or ``ok (length)`` when it stopped for a reason worth seeing."""
+    status, reason = row.get("status") or "-", row.get("stop_reason")
+    return f"{status} ({reason})" if reason and reason not in ("stop", status) else status
+
+
+def _tokens(row: dict[str, Any]) -> str:
+    if row.get("input_tokens") is None and row.get("output_tokens") is None:
+        return "-"
+    return "/".join(
+        "?" if row.get(k) is None else str(row[k]) for k in ("input_tokens", "output_tokens")
+    )
+
+
+def _with_request(row: dict[str, Any]) -> dict[str, Any]:
+    """A sessions row for JSON output: the stored request text becomes the object it is."""
+    request = row.get("request")
+    return row | {"request": json.loads(request)} if isinstance(request, str) else row
+
+
+def _json_out(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+@cli.command()
+@click.option("--provider", help="Only this provider (sim, openai, anthropic, …).")
+@click.option("-m", "--model", help="Only this model.")
+@click.option("--status", type=click.Choice(streambus.db.STATUSES), help="Only this status.")
+@click.option("--since", metavar="WHEN", help="Only sessions started since: 2h, 3d, 2026-03-01, ….")
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="At most this many (0: all).",
+)
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people; json prints the full rows.",
+)
+@_DB_OPTION
+def sessions(
+    provider: str | None,
+    model: str | None,
+    status: str | None,
+    since: str | None,
+    limit: int,
+    fmt: str,
+    db: str | None,
+) -> None:
+    """List recorded sessions, newest first.
+
+    \b
+      streambus sessions --since 2h --status error
+      streambus sessions --format json | jq '.[] | .ttft_ns'
+    """
+    try:
+        cutoff = streambus.db.parse_since(since) if since is not None else None
+    except ValueError as exc:
+        _fail(f"--since: {exc}")
+    rows = streambus.db.list_sessions(
+        _open_existing_db(db),
+        provider=provider,
+        model=model,
+        status=status,
+        since=cutoff,
+        limit=limit or None,
+    )
+    if fmt == "json":
+        _json_out([_with_request(row) for row in rows])
+        return
+    if not rows:
+        click.echo("streambus: no sessions match", err=True)
+        return
+    header = ("id", "started", "provider", "model", "status", "tokens", "ttft", "duration")
+    table = [header] + [
+        (
+            row["id"][:12],
+            _local_time(row.get("started_at")),
+            row.get("provider") or "-",
+            row.get("model") or "-",
+            _status(row),
+            _tokens(row),
+            _seconds(row.get("ttft_ns")),
+            _seconds(row.get("e2e_ns")),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    numeric = {5, 6, 7}
+    for line in table:
+        cells = [
+            cell.rjust(w) if i in numeric else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        click.echo("  ".join(cells).rstrip())
+
+
+@cli.command()
+@click.argument("ref", metavar="ID")
+@click.option(
+    "--events", "with_events", is_flag=True, help="Also list the events, one JSON object per line."
+)
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for people; json for scripts.",
+)
+@_DB_OPTION
+def show(ref: str, with_events: bool, fmt: str, db: str | None) -> None:
+    """Show one recorded session: the request, the answer, how it ended, its timing.
+
+    ID is a session id, a unique prefix of one, or `latest`.
+
+    \b
+      streambus show latest
+      streambus show 01a2b3 --events
+    """
+    database = _open_existing_db(db)
+    session_id = _find(database, ref)
+    row = database["sessions"].get(session_id)
+    events = list(streambus.db.read_events(database, session_id))
+    message = streambus.assemble(events)
+    if fmt == "json":
+        document: dict[str, Any] = {
+            "session": _with_request(row),
+            "message": {
+                "text": message.text,
+                "reasoning": message.reasoning,
+                "refusal": message.refusal,
+                "tool_calls": [dataclasses.asdict(call) for call in message.tool_calls],
+                "usage": msgspec.to_builtins(message.usage),
+                "stop": msgspec.to_builtins(message.stop),
+            },
+        }
+        if with_events:
+            document["events"] = [msgspec.to_builtins(event) for event in events]
+        _json_out(document)
+        return
+    for line in _describe_session(row, message):
+        click.echo(line)
+    if with_events:
+        click.echo("\nevents:")
+        for event in events:
+            click.echo(streambus.encode_event(event).decode())
+
+
+def _describe_session(row: dict[str, Any], message: streambus.Message) -> list[str]:
+    """The text form of ``streambus show``."""
+    lines = [
+        f"session   {row['id']}",
+        f"started   {_local_time(row.get('started_at'))}",
+        "provider  " + " · ".join(str(row[k]) for k in ("provider", "model", "host") if row.get(k)),
+    ]
+    stop = message.stop
+    if stop is None:
+        lines.append("status    incomplete: the recording ends without a stop")
+    else:
+        raw = f" ({stop.raw_reason})" if stop.raw_reason and stop.raw_reason != stop.reason else ""
+        reason = "" if stop.reason == row.get("status") else f" · {stop.reason}{raw}"
+        lines.append(f"status    {row.get('status')}{reason}")
+        if stop.error:
+            lines.append(f"error     {stop.error}")
+    request = json.loads(row["request"]) if row.get("request") else {}
+    lines += _describe_request(request)
+    timing = [f"TTFT {_seconds(row.get('ttft_ns'))}", f"duration {_seconds(row.get('e2e_ns'))}"]
+    if row.get("input_tokens") is not None or row.get("output_tokens") is not None:
+        timing.append(f"{_tokens(row).replace('/', ' in / ')} out tokens")
+    if row.get("tokens_per_s") is not None:
+        timing.append(f"{row['tokens_per_s']:.1f} tok/s")
+    if row.get("itl_p50_ns") is not None:
+        timing.append(
+            f"ITL p50 {row['itl_p50_ns'] / 1e6:.1f} ms, p99 {row['itl_p99_ns'] / 1e6:.1f} ms"
+        )
+    lines.append("timing    " + " · ".join(timing))
+    if message.reasoning:
+        lines += ["", "[reasoning]", message.reasoning]
+    if message.text:
+        lines += ["", "[answer]", message.text]
+    if message.refusal:
+        lines += ["", "[refusal]", message.refusal]
+    for call in message.tool_calls:
+        lines += ["", f"[tool call {call.index}] {call.name or '?'} ({call.id or 'no id'})"]
+        lines.append(call.arguments)
+    return lines
+
+
+def _describe_request(request: dict[str, Any]) -> list[str]:
+    """The request in a few lines: model, each message's role and start, the tools offered."""
+    if not request:
+        return ["request   (not recorded)"]
+    messages = request.get("messages") or []
+    lines = [f"request   {request.get('model', '?')} · {len(messages)} message(s)"]
+    if request.get("system"):  # Anthropic keeps the system prompt outside the messages
+        lines.append(f"  system: {_clip(request['system'])}")
+    for message in messages[:5]:
+        content = message.get("content") or message.get("tool_calls")  # a call has no text
+        lines.append(f"  {message.get('role', '?')}: {_clip(content)}")
+    if len(messages) > 5:
+        lines.append(f"  … {len(messages) - 5} more")
+    names = [(t.get("function") or t).get("name", "?") for t in request.get("tools") or []]
+    if names:
+        lines.append(f"  tools: {', '.join(names)}")
+    return lines
+
+
+def _clip(content: Any, width: int = 72) -> str:
+    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@cli.command()
+@click.argument("ref", metavar="ID")
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Time runs this many times faster (0.5: slower).",
+)
+@click.option("--instant", is_flag=True, help="No pacing: everything at once.")
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "jsonl"]),
+    default="text",
+    show_default=True,
+    help="As for run: text for people, jsonl for the events.",
+)
+@_DB_OPTION
+def replay(ref: str, speed: float, instant: bool, fmt: str, db: str | None) -> None:
+    """Replay a recorded session with its original pacing, printed as `run` prints.
+
+    ID is a session id, a unique prefix of one, or `latest`. Replays are not recorded.
+
+    \b
+      streambus replay latest
+      streambus replay 01a2b3 --speed 4 --format jsonl
+    """
+    _setup_logging()
+    source = click.get_current_context().get_parameter_source("speed")
+    if instant and source == click.core.ParameterSource.COMMANDLINE:
+        _fail("--speed and --instant exclude each other")
+    database = _open_existing_db(db)
+    session_id = _find(database, ref)
+    replayer = streambus.Replayer(database, session_id, speed=None if instant else speed)
+    printer: Any = streambus.JsonlPrinter() if fmt == "jsonl" else streambus.ConsolePrinter()
+    message, failures, signum = trio.run(_drive, [printer], replayer.run)
+    click.echo(f"streambus: replayed session {session_id}", err=True)
+    sys.exit(_exit_code(message, failures, signum))
+
+
+@cli.command()
+@click.argument("refs", metavar="[ID]...", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every session in the database.")
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    default="-",
+    help="Write here instead of standard output.",
+)
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl"]),
+    default="jsonl",
+    show_default=True,
+    help="One event per line, in its public JSON form.",
+)
+@_DB_OPTION
+def export(refs: tuple[str, ...], everything: bool, output: str, fmt: str, db: str | None) -> None:
+    """Export sessions as JSON lines, for `streambus import` or any other tool.
+
+    ID is a session id, a unique prefix of one, or `latest`.
+
+    \b
+      streambus export latest -o session.jsonl
+      streambus export --all | gzip > recordings.jsonl.gz
+    """
+    if everything == bool(refs):
+        _fail("give session IDs or --all (not both)")
+    database = _open_existing_db(db)
+    ids = None if everything else list(dict.fromkeys(_find(database, ref) for ref in refs))
+    try:
+        with click.open_file(output, "wb", atomic=output != "-") as out:
+            count, events = exchange.export_sessions(database, out, ids)
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}", 1)
+    where = "" if output == "-" else f" to {output}"
+    click.echo(
+        f"streambus: exported {_plural(count, 'session')} ({events} events){where}", err=True
+    )
+
+
+@cli.command("import")
+@click.argument("sources", metavar="FILE...", nargs=-1, required=True)
+@_DB_OPTION
+def import_(sources: tuple[str, ...], db: str | None) -> None:
+    """Import sessions from JSON lines exports (`-` reads standard input).
+
+    Each file is all or nothing: one bad line imports nothing from it. Sessions already in the
+    database are skipped, so importing a file twice is harmless.
+
+    \b
+      streambus import recordings/*.jsonl
+      ssh host streambus export --all | streambus import -
+    """
+    database = _open_db(db)
+    for source in sources:
+        name = "standard input" if source == "-" else source
+        try:
+            with click.open_file(source, "rb") as lines:
+                result = exchange.import_sessions(database, lines)
+        except OSError as exc:
+            _fail(f"cannot read {name}: {exc.strerror or exc}", 1)
+        except ValueError as exc:
+            _fail(f"{name}: {exc}; nothing imported from it", 1)
+        except sqlite3.Error as exc:
+            _fail(f"cannot import {name} into {_db_path(db)}: {exc}; nothing imported from it", 1)
+        click.echo(
+            f"streambus: imported {_plural(len(result.imported), 'session')} "
+            f"({result.imported_events} events) from {name}",
+            err=True,
+        )
+        if result.skipped:
+            shown = ", ".join(result.skipped[:3]) + (", …" if len(result.skipped) > 3 else "")
+            click.echo(
+                f"streambus: skipped {_plural(len(result.skipped), 'session')} "
+                f"({result.skipped_events} events) already in the database: {shown}",
+                err=True,
+            )
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+# -- latency: stats, plot --------------------------------------------------------------------
+
+
+def _resolve(database: Any, refs: tuple[str, ...]) -> tuple[str, ...]:
+    """Full session ids for ids, prefixes and ``latest``, each once, in the order given."""
+    return tuple(dict.fromkeys(_find(database, ref) for ref in refs))
+
+
+@cli.command()
+@click.argument("refs", metavar="[ID]...", nargs=-1)
+@click.option("--provider", help="Only this provider (sim, openai, anthropic, …).")
+@click.option("-m", "--model", help="Only this model.")
+@click.option(
+    "--status",
+    type=click.Choice([*streambus.db.STATUSES, "all"]),
+    help="Only this status. Default: ok (as benchmark tools count), or all when IDs are given.",
+)
+@click.option("--since", metavar="WHEN", help="Only sessions started since: 2h, 3d, 2026-03-01, ….")
+@click.option(
+    "--by",
+    type=click.Choice(streambus.stats.BY),
+    help="One block per provider or model; session: each session's own figures.",
+)
+@click.option(
+    "--stall-ms",
+    type=click.FloatRange(min=0),
+    default=1000,
+    show_default=True,
+    help="A gap between content events longer than this is a stall.",
+)
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="table for people; json and csv for scripts (times in ms).",
+)
+@_DB_OPTION
+def stats(
+    refs: tuple[str, ...],
+    provider: str | None,
+    model: str | None,
+    status: str | None,
+    since: str | None,
+    by: str | None,
+    stall_ms: float,
+    fmt: str,
+    db: str | None,
+) -> None:
+    """Latency statistics of recorded sessions: TTFT, ITL, TPOT, tokens/s, stalls.
+
+    Mean, p50, p90, p99 and max over the selected sessions (percentiles interpolate linearly,
+    as numpy's do); ITL pools every gap of every session, as vLLM does. ID is a session id, a
+    unique prefix of one, or `latest`. Definitions and the benchmark tools' names for each
+    figure: docs/latency.md.
+
+    \b
+      streambus stats --by model
+      streambus stats --since 1d --provider openai --format json | jq '.[0].ttft_ms.p90'
+      streambus stats latest --by session
+    """
+    try:
+        cutoff = streambus.db.parse_since(since) if since is not None else None
+    except ValueError as exc:
+        _fail(f"--since: {exc}")
+    database = _open_existing_db(db)
+    if status is None:
+        status = "all" if refs else "ok"
+    selection = streambus.stats.Selection(
+        ids=_resolve(database, refs),
+        provider=provider,
+        model=model,
+        status=None if status == "all" else status,
+        since=cutoff,
+    )
+    results: Any
+    if by == "session":
+        results = streambus.stats.per_session(database, selection, stall_ms=stall_ms)
+    else:
+        results = streambus.stats.aggregate(database, selection, by=by, stall_ms=stall_ms)
+    if not results:
+        hint = " (status ok by default: --status all counts failed ones too)" if not refs else ""
+        _fail(f"no recorded sessions match{hint}", 1)
+    click.echo(streambus.stats.render(results, fmt))
+
+
+@cli.command()
+@click.argument("refs", metavar="[ID]...", nargs=-1)
+@click.option(
+    "-o", "--output", metavar="FILE", required=True, help="The figure to write: .png or .svg."
+)
+@_DB_OPTION
+def plot(refs: tuple[str, ...], output: str, db: str | None) -> None:
+    """Plot token arrival over time and the ITL distribution of recorded sessions.
+
+    One line per session (default: the latest) on the left, a histogram of the gaps between
+    content events on the right. Needs matplotlib: pip install 'streambus[plot]'.
+
+    \b
+      streambus plot -o latest.png
+      streambus plot 019ab2c4f1e0 019ab2c4f2a7 -o compare.svg
+    """
+    if not output.lower().endswith(streambus.plot.FORMATS):
+        _fail(f"--output {output}: the figure is written as .png or .svg")
+    database = _open_existing_db(db)
+    ids = _resolve(database, refs or ("latest",))
+    traces = streambus.plot.load(database, ids)
+    if not any(t.arrivals_s for t in traces):
+        _fail(f"nothing to plot: no content arrived in {_plural(len(ids), 'session')}", 1)
+    try:
+        streambus.plot.draw(traces, output)
+    except ImportError as exc:
+        _fail(str(exc), 1)
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}", 1)
+    click.echo(f"streambus: wrote {output} ({_plural(len(ids), 'session')})", err=True)
 
 
 def main() -> None:

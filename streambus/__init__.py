@@ -35,6 +35,7 @@ from streambus.normalizers import AnthropicNormalizer, Normalizer, OpenAINormali
 from streambus.printer import ConsolePrinter, JsonlPrinter
 from streambus.providers import ProviderConfig, Request, resolve_provider
 from streambus.recorder import Recorder
+from streambus.replay import Replayer
 from streambus.sse import ServerSentEvent, SSEDecoder
 
 try:
@@ -62,6 +63,7 @@ __all__ = [
     "ProviderError",
     "Recorder",
     "RemoteProtocolError",
+    "Replayer",
     "Request",
     "SSEDecoder",
     "ServerSentEvent",

@@ -12,7 +12,9 @@ other processes record into the same file; a busy timeout makes writers wait the
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -28,10 +30,13 @@ if TYPE_CHECKING:  # sqlite-utils is imported on first use: `import streambus` s
     import sqlite_utils
 
 __all__ = [
+    "STATUSES",
     "SessionState",
     "event_rows",
     "find_session",
+    "list_sessions",
     "open_db",
+    "parse_since",
     "read_events",
     "refresh_figures",
     "write",
@@ -197,3 +202,90 @@ def find_session(db: sqlite_utils.Database, ref: str) -> str:
     if len(matches) > 1:
         raise LookupError(f"{ref!r} matches several sessions; give more characters")
     return str(matches[0])
+
+
+STATUSES: Final = ("ok", "error", "cancelled", "incomplete")
+"""``sessions.status``: ``incomplete`` is a session without a recorded ``stop`` (a crash)."""
+
+
+def list_sessions(
+    db: sqlite_utils.Database,
+    *,
+    provider: str | None = None,
+    model: str | None = None,
+    status: str | None = None,
+    since: datetime.datetime | None = None,
+    limit: int | None = 20,
+) -> list[dict[str, Any]]:
+    """``sessions`` rows, newest first, filtered; ``since`` is inclusive (naive means UTC)."""
+    where, params = _filters(provider=provider, model=model, status=status, since=since)
+    sql = f"select * from sessions{where} order by started_at desc, id desc"
+    if limit is not None:
+        sql += " limit ?"
+        params.append(limit)
+    return [dict(row) for row in db.query(sql, params)]
+
+
+def session_conditions(
+    *,
+    provider: str | None,
+    model: str | None,
+    status: str | None,
+    since: datetime.datetime | None,
+) -> tuple[list[str], list[Any]]:
+    """SQL conditions on ``sessions`` for the filters every command shares, with parameters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("provider", provider), ("model", model), ("status", status)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if since is not None:
+        # started_at is written as UTC ISO 8601 with microseconds, so text order is time order.
+        clauses.append("started_at >= ?")
+        params.append(_utc_iso(since))
+    return clauses, params
+
+
+def _filters(
+    *,
+    provider: str | None,
+    model: str | None,
+    status: str | None,
+    since: datetime.datetime | None,
+) -> tuple[str, list[Any]]:
+    """A ``where`` clause (or nothing) and its parameters, for the listing filters."""
+    clauses, params = session_conditions(provider=provider, model=model, status=status, since=since)
+    return (" where " + " and ".join(clauses) if clauses else ""), params
+
+
+def _utc_iso(moment: datetime.datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(datetime.UTC).isoformat(timespec="microseconds")
+
+
+_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)")
+_UNIT_SECONDS: Final = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, *, now: datetime.datetime | None = None) -> datetime.datetime:
+    """A moment from ``2h``/``3d``/``30m`` (ago) or an ISO date or time (local unless it says).
+
+    Raises ValueError with a one-line explanation. The result is timezone-aware.
+    """
+    text = text.strip()
+    now = now or datetime.datetime.now(datetime.UTC)
+    match = _DURATION.fullmatch(text)
+    if match:
+        return now - datetime.timedelta(
+            seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        )
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a duration (30m, 2h, 3d, 1w) nor an ISO date or time "
+            "(2026-03-01, 2026-03-01T14:30)"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.astimezone()  # local time

@@ -81,6 +81,19 @@ def m002_latency_figures(db: sqlite_utils.Database) -> None:
         refresh_figures(db, session_id)
 
 
+@_migration
+def m003_gap_index(db: sqlite_utils.Database) -> None:
+    """Each session's ITL gaps in order, apart: pooled ITL statistics read only this index.
+
+    ``streambus stats`` finds pooled percentiles by histograms over the selected sessions'
+    gaps (streambus/stats.py); this covering index gives them without touching the payloads.
+    """
+    db.execute(
+        "create index if not exists idx_events_session_gap "
+        "on events (session_id, gap_ns) where gap_ns is not null"
+    )
+
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

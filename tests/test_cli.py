@@ -251,3 +251,64 @@ async def test_ctrl_c_in_jsonl_ends_with_a_cancelled_stop(streambus_cmd: str) ->
     assert isinstance(events[-1], Stop) and events[-1].reason == "cancelled"
     assert sum(isinstance(e, Stop) for e in events) == 1
     assert any(isinstance(e, Delta) for e in events)
+
+
+def test_a_closed_stdout_ends_the_run_quietly(streambus_cmd: str) -> None:
+    cmd = [streambus_cmd, "run", "--sim-tps", "50", "--sim-ttft", "0", "-f", "jsonl", "Hello"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with subprocess.Popen(cmd, **pipes, env=clean_env()) as process:  # type: ignore[call-overload]
+        first = process.stdout.readline()
+        process.stdout.close()  # `| head -1`
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=20) == 141
+    assert isinstance(decode_event(first), Start)
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+    assert "BrokenPipe" not in stderr
+
+
+def test_an_argument_never_waits_for_standard_input(streambus_cmd: str) -> None:
+    """`while read q; do streambus run "$q"; done < file` must not swallow the file."""
+    cmd = [streambus_cmd, "run", *FAST, "What is streaming?"]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with subprocess.Popen(cmd, **pipes, env=clean_env()) as process:  # type: ignore[call-overload]
+        out = process.stdout.read()  # stdin stays open: reading it would hang the CLI
+        process.wait(timeout=20)
+    assert process.returncode == 0 and out
+
+
+def test_a_key_echoed_by_the_server_is_redacted(streambus_cmd: str) -> None:
+    key = "sk-live-ECHOED-BACK-0123456789abcdef"
+    server_cmd = [sys.executable, "-c", ECHO_SERVER, key]
+    with subprocess.Popen(server_cmd, stdout=subprocess.PIPE, text=True, env=clean_env()) as server:
+        try:
+            assert server.stdout is not None
+            base = server.stdout.readline().strip()
+            result = run(
+                streambus_cmd, "run", "-p", "openai", "--base-url", base, "--api-key", key, "hi"
+            )
+        finally:
+            server.kill()
+    assert result.returncode == 1
+    assert key not in result.stdout + result.stderr
+    assert "Incorrect API key provided: [redacted]" in result.stderr
+    db = Path(DB["path"])
+    assert db.exists()  # the failed session was recorded…
+    stored = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+    assert key.encode() not in stored  # …without the key, in the database or its WAL
+
+
+# A server that answers 401 echoing the key it was sent, as api.openai.com does (partly).
+ECHO_SERVER = """
+import sys, trio
+from streambus.simulator import HTTPResponse, serve_http
+async def handler(request):
+    key = dict(request.headers)["authorization"].removeprefix("Bearer ")
+    body = ('{"error": {"message": "Incorrect API key provided: %s", "type": '
+            '"invalid_request_error"}}' % key).encode()
+    return HTTPResponse(401, [("content-type", "application/json")], body)
+async def main():
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_http, handler)
+        print(f"http://127.0.0.1:{port}/v1", flush=True)
+trio.run(main)
+"""

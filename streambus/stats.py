@@ -1,0 +1,519 @@
+"""Latency statistics over recorded sessions, computed in SQL. docs/latency.md defines them.
+
+Per session, the figures are the ``sessions`` row the recorder wrote. Over a selection of
+sessions (optionally grouped by provider or model), TTFT, end-to-end, TPOT, tokens/s and
+output tokens count one value per session, while ITL pools every gap (``events.gap_ns``) of
+the selected sessions, as vLLM does. Percentiles are :func:`streambus.latency.percentile`
+applied to the ranks SQL fetches, so they equal sorting every value in Python.
+
+Pooled ITL covers millions of gaps, and SQLite sorts them slowly (about 25 s for 10 million
+on the benchmark machine; bench/stats_bench.py). So its ranks are found by radix selection:
+one pass counts the selected gaps per 65 µs bucket (reading the covering index on
+``(session_id, gap_ns)``, never the payloads), then only the few buckets holding a wanted
+rank are split finer or sorted. Everything else is one pass or less.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, overload
+
+import msgspec
+
+from streambus.db import session_conditions
+from streambus.latency import percentile
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    import sqlite_utils
+
+__all__ = [
+    "BY",
+    "PERCENTILES",
+    "Distribution",
+    "GroupStats",
+    "Selection",
+    "SessionStats",
+    "aggregate",
+    "per_session",
+    "render",
+]
+
+PERCENTILES: Final = (50, 90, 99)
+BY: Final = ("provider", "model", "session")
+"""Groupings: ``session`` lists each session's own figures instead of aggregating."""
+
+_GAP_INDEX: Final = "idx_events_session_gap"  # migrations.m003_gap_index
+_SORT_LIMIT: Final = 50_000  # a bucket with at most this many gaps is sorted by SQLite
+_BRANCHES: Final = 1024  # how finely a bucket too big to sort is split
+
+
+class Selection(msgspec.Struct, frozen=True, kw_only=True):
+    """Which sessions: every condition given must hold.
+
+    ``ids`` are full session ids (resolve prefixes with :func:`streambus.db.find_session`).
+    ``status`` defaults to ``ok``, as vLLM and llmperf aggregate only successful requests;
+    ``None`` selects every status. ``since`` is inclusive; naive means UTC.
+    """
+
+    ids: tuple[str, ...] = ()
+    provider: str | None = None
+    model: str | None = None
+    status: str | None = "ok"
+    since: datetime.datetime | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        """An SQL condition on ``sessions`` (unqualified columns) and its parameters."""
+        clauses, params = session_conditions(
+            provider=self.provider, model=self.model, status=self.status, since=self.since
+        )
+        if self.ids:
+            clauses.append("id in (select value from json_each(?))")
+            params.append(json.dumps(self.ids))
+        return " and ".join(clauses) or "1", params
+
+
+class Distribution(msgspec.Struct, frozen=True, kw_only=True):
+    """``n`` values summarized; all ``None`` when ``n`` is 0. Units are the figure's."""
+
+    n: int = 0
+    mean: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    max: float | None = None
+
+
+class GroupStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Aggregate latency of one group of sessions (all selected ones when ``by`` is None)."""
+
+    by: str | None
+    group: str | None
+    sessions: int
+    ttft_ns: Distribution
+    itl_ns: Distribution
+    """Pooled: every gap of every selected session counts once."""
+    tpot_ns: Distribution
+    tokens_per_s: Distribution
+    e2e_ns: Distribution
+    output_tokens: Distribution
+    decode_tokens_per_s: float | None
+    """Σ output tokens / Σ decode time (first to last content) over sessions with tokens/s:
+    a mean of rates would weigh short, noisy sessions like long ones."""
+    stall_ms: float
+    stalls: int
+    """Gaps longer than ``stall_ms``."""
+    stalled_sessions: int
+
+
+class SessionStats(msgspec.Struct, frozen=True, kw_only=True):
+    """One session's stored figures (docs/latency.md), plus its stalls."""
+
+    id: str
+    provider: str | None
+    model: str | None
+    status: str | None
+    started_at: str | None
+    output_tokens: int | None
+    ttft_ns: int | None
+    e2e_ns: int | None
+    content_events: int | None
+    itl_mean_ns: float | None
+    itl_p50_ns: float | None
+    itl_p90_ns: float | None
+    itl_p99_ns: float | None
+    itl_max_ns: int | None
+    tpot_ns: float | None
+    tokens_per_s: float | None
+    stall_ms: float
+    stalls: int
+
+
+_SESSION_FIGURES: Final = ("ttft_ns", "tpot_ns", "tokens_per_s", "e2e_ns", "output_tokens")
+
+
+def aggregate(
+    db: sqlite_utils.Database,
+    selection: Selection = Selection(),  # noqa: B008 - frozen, so sharing it is safe
+    *,
+    by: str | None = None,
+    stall_ms: float = 1000.0,
+) -> list[GroupStats]:
+    """Statistics of the selected sessions, one entry per group (none: nothing selected)."""
+    if by not in (None, "provider", "model"):
+        raise ValueError(f"cannot aggregate by {by!r}: provider or model (or per_session)")
+    conn = db.conn
+    where, params = selection.where()
+    key = by or "null"
+    summaries = conn.execute(
+        f"select {key}, count(*), "
+        + ", ".join(f"count({f}), avg({f}), max({f})" for f in _SESSION_FIGURES)
+        # Σ N / Σ (l − f): l − f is N / (tokens/s); the sessions table keeps no l.
+        + ", total(output_tokens) filter (where tokens_per_s is not null)"
+        ", total(output_tokens / tokens_per_s) filter (where tokens_per_s is not null)"
+        f" from sessions where {where} group by 1 order by 1",
+        params,
+    ).fetchall()
+    figures = {
+        figure: _session_percentiles(conn, figure, key, where, params, summaries, 2 + 3 * i)
+        for i, figure in enumerate(_SESSION_FIGURES)
+    }
+    stalls = _stalls(conn, key, where, params, stall_ms)
+    groups = []
+    for row in summaries:
+        group = row[0]
+        in_group = where if by is None else f"{where} and {by} is ?"
+        gap_params = params if by is None else [*params, group]
+        tokens, decode_s = row[-2:]
+        groups.append(
+            GroupStats(
+                by=by,
+                group=group,
+                sessions=row[1],
+                ttft_ns=figures["ttft_ns"][group],
+                itl_ns=_GapSelector(conn, in_group, gap_params).distribution(),
+                tpot_ns=figures["tpot_ns"][group],
+                tokens_per_s=figures["tokens_per_s"][group],
+                e2e_ns=figures["e2e_ns"][group],
+                output_tokens=figures["output_tokens"][group],
+                decode_tokens_per_s=tokens / decode_s if decode_s > 0 else None,
+                stall_ms=stall_ms,
+                stalls=stalls.get(group, (0, 0))[0],
+                stalled_sessions=stalls.get(group, (0, 0))[1],
+            )
+        )
+    return groups
+
+
+def per_session(
+    db: sqlite_utils.Database,
+    selection: Selection = Selection(),  # noqa: B008 - frozen, so sharing it is safe
+    *,
+    stall_ms: float = 1000.0,
+) -> list[SessionStats]:
+    """Each selected session's figures, oldest first."""
+    where, params = selection.where()
+    columns = [f for f in SessionStats.__struct_fields__ if f not in ("stall_ms", "stalls")]
+    rows = db.conn.execute(
+        f"select {', '.join(columns)}, (select count(*) from events indexed by {_GAP_INDEX}"
+        " where session_id = sessions.id and gap_ns > ?)"
+        f" from sessions where {where} order by started_at, id",
+        [stall_ms * 1e6, *params],
+    )
+    return [
+        SessionStats(**dict(zip(columns, row[:-1], strict=True)), stall_ms=stall_ms, stalls=row[-1])
+        for row in rows
+    ]
+
+
+def _session_percentiles(
+    conn: sqlite3.Connection,
+    figure: str,
+    key: str,
+    where: str,
+    params: list[Any],
+    summaries: list[Any],
+    at: int,
+) -> dict[Any, Distribution]:
+    """One per-session figure's distribution in each group: one window query for all."""
+    counts = {row[0]: (row[at], row[at + 1], row[at + 2]) for row in summaries}
+    wanted = {rank for n, _, _ in counts.values() for rank in _ranks_read(n)}
+    known: dict[Any, dict[int, float]] = {group: {} for group in counts}
+    if wanted:
+        rows = conn.execute(
+            f"select g, i, x from (select {key} as g, {figure} as x,"
+            f" row_number() over (partition by {key} order by {figure}) - 1 as i"
+            f" from sessions where {where} and {figure} is not null)"
+            " where i in (select value from json_each(?))",
+            [*params, json.dumps(sorted(wanted))],
+        )
+        for group, rank, value in rows:
+            known[group][rank] = value
+    return {
+        group: _distribution(n, mean, top, known[group]) for group, (n, mean, top) in counts.items()
+    }
+
+
+def _stalls(
+    conn: sqlite3.Connection, key: str, where: str, params: list[Any], stall_ms: float
+) -> dict[Any, tuple[int, int]]:
+    """Per group: gaps longer than ``stall_ms``, and how many sessions had one."""
+    rows = conn.execute(  # one index seek per session: stalls are rare, gaps are not
+        f"select g, total(n), count(*) filter (where n > 0) from (select {key} as g,"
+        f" (select count(*) from events indexed by {_GAP_INDEX}"
+        "   where session_id = sessions.id and gap_ns > ?) as n"
+        f" from sessions where {where}) group by 1",
+        [stall_ms * 1e6, *params],
+    )
+    return {group: (int(stalls), sessions) for group, stalls, sessions in rows}
+
+
+class _Ranks(Sequence[float]):
+    """``n`` sorted values of which only some are known: what :func:`percentile` reads.
+
+    Without ``known`` it records the ranks read (answering 0), so SQL fetches exactly those.
+    """
+
+    def __init__(self, n: int, known: Mapping[int, float] | None = None) -> None:
+        self._n = n
+        self._known = known
+        self.read: set[int] = set()
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, index: int) -> float: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[float]: ...
+    def __getitem__(self, index: int | slice) -> float | Sequence[float]:
+        if isinstance(index, slice):
+            raise TypeError("_Ranks is read one rank at a time")
+        if self._known is None:
+            self.read.add(index)
+            return 0.0
+        return self._known[index]
+
+    def __iter__(self) -> Iterator[float]:
+        raise TypeError("_Ranks is read one rank at a time")
+
+
+def _ranks_read(n: int) -> set[int]:
+    """The ranks (0-based, ascending order) that the percentiles of ``n`` values read."""
+    probe = _Ranks(n)
+    for p in PERCENTILES:
+        percentile(probe, p)
+    return probe.read
+
+
+def _distribution(
+    n: int, mean: float | None, top: float | None, known: Mapping[int, float]
+) -> Distribution:
+    if n == 0:
+        return Distribution()
+    ranks = _Ranks(n, known)
+    p50, p90, p99 = (percentile(ranks, p) for p in PERCENTILES)
+    return Distribution(n=n, mean=mean, p50=p50, p90=p90, p99=p99, max=top)
+
+
+class _GapSelector:
+    """Pooled ITL of the sessions matching ``where``: count, mean, max and exact ranks.
+
+    Radix selection: a histogram of the gaps (count, min, max per bucket) locates each wanted
+    rank's bucket; a bucket of one value answers at once, a small one is sorted, a big one
+    gets its own finer histogram. Each pass reads the selected sessions' slices of the
+    covering index; after the first, only the slice inside one bucket's range.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, where: str, params: list[Any]) -> None:
+        self._conn = conn
+        self._from = (
+            f"from events indexed by {_GAP_INDEX} where gap_ns is not null"
+            f" and session_id in (select id from sessions where {where})"
+        )
+        self._params = params
+
+    def distribution(self) -> Distribution:
+        buckets = self._histogram("gap_ns >> 16", [])  # 65.5 µs buckets
+        n = sum(b[0] for b in buckets)
+        if n == 0:
+            return Distribution()
+        total = sum(b[3] for b in buckets)
+        known = self._select(sorted(_ranks_read(n)), 0, buckets)
+        return _distribution(n, total / n, buckets[-1][2], known)
+
+    def _histogram(
+        self, bucket: str, params: list[Any], within: tuple[int, int] | None = None
+    ) -> list[tuple[int, int, int, float]]:
+        """(count, min, max, sum) per bucket, ascending; ``within`` limits the gap range."""
+        sql, args = self._from, [*self._params]
+        if within is not None:
+            sql += " and gap_ns between ? and ?"
+            args += within
+        rows = self._conn.execute(
+            f"select count(*), min(gap_ns), max(gap_ns), total(gap_ns) {sql}"
+            f" group by {bucket} order by 2",
+            [*args, *params],
+        ).fetchall()
+        return [(int(c), int(lo), int(hi), float(s)) for c, lo, hi, s in rows]
+
+    def _select(
+        self, ranks: list[int], below: int, buckets: list[tuple[int, int, int, float]]
+    ) -> dict[int, float]:
+        """Values at ``ranks``, given ``buckets`` that hold ranks ``below`` and up."""
+        found: dict[int, float] = {}
+        for count, low, high, _ in buckets:
+            inside = [r for r in ranks if below <= r < below + count]
+            if not inside:
+                pass
+            elif low == high:
+                found |= dict.fromkeys(inside, float(low))
+            elif count <= _SORT_LIMIT:
+                first = inside[0] - below
+                values = self._conn.execute(
+                    f"select gap_ns {self._from} and gap_ns between ? and ?"
+                    " order by gap_ns limit ? offset ?",
+                    [*self._params, low, high, inside[-1] - inside[0] + 1, first],
+                ).fetchall()
+                found |= {r: float(values[r - below - first][0]) for r in inside}
+            else:
+                width = (high - low) // _BRANCHES + 1
+                finer = self._histogram("(gap_ns - ?) / ?", [low, width], (low, high))
+                found |= self._select(inside, below, finer)
+            below += count
+        return found
+
+
+# -- output: a table for people, JSON and CSV for scripts ------------------------------------
+
+_TABLE_ROWS: Final = (
+    ("TTFT ms", "ttft_ns", 1e6),
+    ("ITL ms", "itl_ns", 1e6),
+    ("TPOT ms", "tpot_ns", 1e6),
+    ("tokens/s", "tokens_per_s", 1),
+    ("end-to-end ms", "e2e_ns", 1e6),
+    ("output tokens", "output_tokens", 1),
+)
+_STATS: Final = ("n", "mean", "p50", "p90", "p99", "max")
+
+
+def render(results: Sequence[GroupStats] | Sequence[SessionStats], fmt: str) -> str:
+    """``table``, ``json`` or ``csv`` text of :func:`aggregate` or :func:`per_session` results
+    (ms and tokens/s: names say the unit)."""
+    records = [_record(r) for r in results]
+    if fmt == "json":
+        return json.dumps(records, ensure_ascii=False, indent=2)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=_csv_fields(records[0]) if records else [])
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in _flat(r)} for r in records)
+        return out.getvalue().rstrip("\n")
+    if fmt != "table":
+        raise ValueError(f"unknown format {fmt!r}: table, json or csv")
+    if results and isinstance(results[0], SessionStats):
+        return _sessions_table([r for r in results if isinstance(r, SessionStats)])
+    return "\n\n".join(_group_table(r) for r in results if isinstance(r, GroupStats))
+
+
+def _record(result: GroupStats | SessionStats) -> dict[str, Any]:
+    """The JSON form: durations in ms (``…_ms``), distributions as objects."""
+    record: dict[str, Any] = {}
+    for name, value in msgspec.structs.asdict(result).items():
+        if isinstance(value, Distribution):
+            scale = 1e6 if name.endswith("_ns") else 1
+            record[name.removesuffix("_ns") + ("_ms" if scale != 1 else "")] = {
+                stat: _scaled(getattr(value, stat), scale) if stat != "n" else value.n
+                for stat in _STATS
+            }
+        elif name.endswith("_ns"):
+            record[name.removesuffix("_ns") + "_ms"] = _scaled(value, 1e6)
+        else:
+            record[name] = value
+    return record
+
+
+def _flat(record: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """CSV columns: one per figure and statistic (``ttft_ms_p50``)."""
+    for name, value in record.items():
+        if isinstance(value, dict):
+            yield from ((f"{name}_{stat}", v) for stat, v in value.items())
+        else:
+            yield name, value
+
+
+def _csv_fields(record: dict[str, Any]) -> list[str]:
+    return [name for name, _ in _flat(record)]
+
+
+def _scaled(value: float | None, scale: float) -> float | None:
+    return None if value is None else value / scale
+
+
+def _number(value: float | None) -> str:
+    """Sensible precision for ms, tokens/s and tokens: three or four significant digits."""
+    if value is None:
+        return "–"
+    size = abs(value)
+    if size >= 1000 or value == int(value):
+        return f"{value:,.0f}"
+    if size >= 100:
+        return f"{value:.1f}"
+    if size >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _group_table(stats: GroupStats) -> str:
+    title = "all sessions" if stats.by is None else f"{stats.by} {stats.group or '(unknown)'}"
+    plural = "" if stats.sessions == 1 else "s"
+    lines = [f"{title} · {stats.sessions} session{plural}"]
+    cells = [["", *_STATS]]
+    for label, attr, scale in _TABLE_ROWS:
+        dist: Distribution = getattr(stats, attr)
+        cells.append(
+            [label, str(dist.n)] + [_number(_scaled(getattr(dist, s), scale)) for s in _STATS[1:]]
+        )
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for row in cells:
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
+    speed = _number(stats.decode_tokens_per_s)
+    stalled = f"{stats.stalled_sessions} session{'' if stats.stalled_sessions == 1 else 's'}"
+    lines.append(
+        f"decode speed {speed} tok/s (Σ tokens / Σ decode time) · "
+        f"{stats.stalls} stall{'' if stats.stalls == 1 else 's'} > {_number(stats.stall_ms)} ms"
+        f" in {stalled}"
+    )
+    return "\n".join(lines)
+
+
+def _sessions_table(rows: list[SessionStats]) -> str:
+    header = [
+        "session",
+        "model",
+        "status",
+        "TTFT ms",
+        "ITL p50",
+        "ITL p99",
+        "ITL max",
+        "TPOT ms",
+        "tok/s",
+        "e2e ms",
+        "tokens",
+        "stalls",
+    ]
+    cells = [header]
+    for r in rows:
+        cells.append(
+            [
+                r.id[:12],
+                r.model or "–",
+                r.status or "–",
+                *(
+                    _number(_scaled(v, 1e6))
+                    for v in (r.ttft_ns, r.itl_p50_ns, r.itl_p99_ns, r.itl_max_ns, r.tpot_ns)
+                ),
+                _number(r.tokens_per_s),
+                _number(_scaled(r.e2e_ns, 1e6)),
+                _number(r.output_tokens),
+                str(r.stalls),
+            ]
+        )
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i < 3 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in cells
+    )
