@@ -496,11 +496,35 @@ def _json_out(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, indent=2))
 
 
+def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """``--since`` as a datetime, or the one-line error every command gives for it."""
+    try:
+        return streambus.db.parse_since(value) if value is not None else None
+    except ValueError as exc:
+        _fail(f"--since: {exc}")
+
+
+def _session_filters(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The filters that `sessions` and `stats` share (each adds its own --status)."""
+    for option in reversed(
+        [
+            click.option("--provider", help="Only this provider (sim, openai, anthropic, …)."),
+            click.option("-m", "--model", help="Only this model."),
+            click.option(
+                "--since",
+                metavar="WHEN",
+                callback=_since,
+                help="Only sessions started since: 2h, 3d, 2026-03-01, ….",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 @cli.command()
-@click.option("--provider", help="Only this provider (sim, openai, anthropic, …).")
-@click.option("-m", "--model", help="Only this model.")
+@_session_filters
 @click.option("--status", type=click.Choice(streambus.db.STATUSES), help="Only this status.")
-@click.option("--since", metavar="WHEN", help="Only sessions started since: 2h, 3d, 2026-03-01, ….")
 @click.option(
     "-n",
     "--limit",
@@ -523,7 +547,7 @@ def sessions(
     provider: str | None,
     model: str | None,
     status: str | None,
-    since: str | None,
+    since: datetime.datetime | None,
     limit: int,
     fmt: str,
     db: str | None,
@@ -534,16 +558,12 @@ def sessions(
       streambus sessions --since 2h --status error
       streambus sessions --format json | jq '.[] | .ttft_ns'
     """
-    try:
-        cutoff = streambus.db.parse_since(since) if since is not None else None
-    except ValueError as exc:
-        _fail(f"--since: {exc}")
     rows = streambus.db.list_sessions(
         _open_existing_db(db),
         provider=provider,
         model=model,
         status=status,
-        since=cutoff,
+        since=since,
         limit=limit or None,
     )
     if fmt == "json":
@@ -833,14 +853,12 @@ def _resolve(database: Any, refs: tuple[str, ...]) -> tuple[str, ...]:
 
 @cli.command()
 @click.argument("refs", metavar="[ID]...", nargs=-1)
-@click.option("--provider", help="Only this provider (sim, openai, anthropic, …).")
-@click.option("-m", "--model", help="Only this model.")
+@_session_filters
 @click.option(
     "--status",
     type=click.Choice([*streambus.db.STATUSES, "all"]),
     help="Only this status. Default: ok (as benchmark tools count), or all when IDs are given.",
 )
-@click.option("--since", metavar="WHEN", help="Only sessions started since: 2h, 3d, 2026-03-01, ….")
 @click.option(
     "--by",
     type=click.Choice(streambus.stats.BY),
@@ -868,7 +886,7 @@ def stats(
     provider: str | None,
     model: str | None,
     status: str | None,
-    since: str | None,
+    since: datetime.datetime | None,
     by: str | None,
     stall_ms: float,
     fmt: str,
@@ -886,10 +904,6 @@ def stats(
       streambus stats --since 1d --provider openai --format json | jq '.[0].ttft_ms.p90'
       streambus stats latest --by session
     """
-    try:
-        cutoff = streambus.db.parse_since(since) if since is not None else None
-    except ValueError as exc:
-        _fail(f"--since: {exc}")
     database = _open_existing_db(db)
     if status is None:
         status = "all" if refs else "ok"
@@ -898,7 +912,7 @@ def stats(
         provider=provider,
         model=model,
         status=None if status == "all" else status,
-        since=cutoff,
+        since=since,
     )
     results: Any
     if by == "session":
