@@ -28,9 +28,11 @@ import msgspec
 import trio
 
 import streambus
+import streambus.conversation
 import streambus.db
 import streambus.plot
 import streambus.stats
+import streambus.tools
 from streambus import exchange
 from streambus.simulator import SimulatorConfig, parse_fault
 
@@ -122,6 +124,28 @@ def cli() -> None:
     show_default=True,
     help="text for people; jsonl prints every event in its public JSON form, one per line.",
 )
+@click.option(
+    "--tool",
+    "tool_specs",
+    metavar="MODULE:FUNCTION",
+    multiple=True,
+    help="Offer this function as a tool (repeatable); calls run and the answer follows.",
+)
+@click.option(
+    "--tools",
+    "tool_files",
+    metavar="FILE.py",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Offer every public function defined in this file as a tool (repeatable).",
+)
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    default=streambus.conversation.DEFAULT_MAX_STEPS,
+    show_default=True,
+    help="With tools: at most this many turns (requests) in the conversation.",
+)
 @click.option("--no-record", is_flag=True, help="Do not record this session.")
 @_DB_OPTION
 @click.option(
@@ -153,6 +177,9 @@ def run(
     max_tokens: int | None,
     temperature: float | None,
     fmt: str,
+    tool_specs: tuple[str, ...],
+    tool_files: tuple[str, ...],
+    max_steps: int,
     no_record: bool,
     db: str | None,
     retries: int,
@@ -168,9 +195,11 @@ def run(
       streambus run "안녕하세요, 스트리밍이 뭐예요?"
       echo "Why stream?" | streambus run --format jsonl | jq .
       streambus run -p openai -m gpt-4o-mini "Hello"
+      streambus run --tools docs/examples/weather.py "서울 날씨는?"
     """
     _setup_logging()
     prompt = _read_prompt(prompt)
+    tools = _load_tools(tool_specs, tool_files)
     try:
         config = streambus.resolve_provider(
             provider, model=model, base_url=base_url, api_key=api_key
@@ -201,8 +230,21 @@ def run(
     subscribers = [printer]
     if not no_record:
         subscribers.append(streambus.Recorder(_open_db(db)))
-    code = trio.run(_run, config, request, subscribers, timeout, retries, sim_config)
+    options = {"timeout": timeout, "retries": retries, "simulator": sim_config}
+    code = trio.run(_run, config, request, subscribers, options, tools, max_steps)
     sys.exit(code)
+
+
+def _load_tools(specs: tuple[str, ...], files: tuple[str, ...]) -> Any:
+    """The registry for --tool/--tools, or None; a bad tool is a usage error (exit 2)."""
+    if not specs and not files:
+        return None
+    if specs and "" not in sys.path:  # module:function names a module here, as python -m would
+        sys.path.insert(0, "")
+    try:
+        return streambus.tools.load_tools([*files, *specs])
+    except (ImportError, TypeError, ValueError) as exc:
+        _fail(f"cannot load tools: {exc}")
 
 
 def _read_prompt(prompt: str | None) -> str:
@@ -223,31 +265,43 @@ async def _run(
     config: streambus.ProviderConfig,
     request: streambus.Request,
     subscribers: list[Any],
-    timeout: float | None,
-    retries: int,
-    sim_config: SimulatorConfig | None,
+    options: dict[str, Any],
+    tools: Any,
+    max_steps: int,
 ) -> int:
-    """Stream one request to the subscribers; the exit code."""
-    session = streambus.new_session_id()
+    """Stream one request (or, with tools, a conversation) to the subscribers; the exit code."""
+    sessions: list[str] = []
+    exhausted = False
 
     async def produce(bus: streambus.Bus) -> streambus.Message:
-        return await streambus.stream(
-            bus,
-            request,
-            provider=config,
-            timeout=timeout,
-            retries=retries,
-            simulator=sim_config,
-            session=session,
+        nonlocal exhausted
+        if tools is None:
+            return await streambus.stream(bus, request, provider=config, **options)
+        conversation = await streambus.conversation.converse(
+            bus, request, tools, provider=config, max_steps=max_steps, **options
         )
+        exhausted = conversation.exhausted
+        return conversation.final
 
-    message, failures, signum = await _drive(subscribers, produce)
+    def note_start(event: streambus.Event) -> None:
+        if isinstance(event, streambus.Start):
+            sessions.append(event.session)
+
+    message, failures, signum = await _drive([*subscribers, note_start], produce)
     recorded = (
         "recorded"
         if any(isinstance(s, streambus.Recorder) for s in subscribers)
         else "not recorded"
     )
-    click.echo(f"streambus: session {session} ({recorded})", err=True)
+    which = f"session {sessions[0]}" if len(sessions) == 1 else f"sessions {', '.join(sessions)}"
+    click.echo(f"streambus: {which} ({recorded})", err=True)
+    if exhausted and signum is None:
+        click.echo(
+            f"streambus: error: stopped after {_plural(max_steps, 'turn')} while the model still "
+            "asked for tools (see --max-steps)",
+            err=True,
+        )
+        return 1
     return _exit_code(message, failures, signum)
 
 
@@ -287,7 +341,7 @@ async def _drive(
                 async with streambus.open_bus() as bus:
                     failures = bus.failures
                     for subscriber in subscribers:
-                        name = type(subscriber).__name__
+                        name = getattr(subscriber, "__name__", type(subscriber).__name__)
                         if isinstance(
                             subscriber, streambus.ConsolePrinter | streambus.JsonlPrinter
                         ):
@@ -656,6 +710,8 @@ def _describe_session(row: dict[str, Any], message: streambus.Message) -> list[s
         f"started   {_local_time(row.get('started_at'))}",
         "provider  " + " · ".join(str(row[k]) for k in ("provider", "model", "host") if row.get(k)),
     ]
+    if message.conversation:
+        lines.append(f"turn      {message.turn} of conversation {message.conversation}")
     stop = message.stop
     if stop is None:
         lines.append("status    incomplete: the recording ends without a stop")
@@ -677,6 +733,14 @@ def _describe_session(row: dict[str, Any], message: streambus.Message) -> list[s
             f"ITL p50 {row['itl_p50_ns'] / 1e6:.1f} ms, p99 {row['itl_p99_ns'] / 1e6:.1f} ms"
         )
     lines.append("timing    " + " · ".join(timing))
+    for result in message.tool_results:  # what the previous turn's calls returned
+        failed = f" · {result.error}" if result.error else ""
+        lines += [
+            "",
+            f"[tool result {result.index}] {result.name or '?'} ({result.id or 'no id'}) · "
+            f"ran {result.duration_ns / 1e6:.1f} ms{failed}",
+            result.content,
+        ]
     if message.reasoning:
         lines += ["", "[reasoning]", message.reasoning]
     if message.text:

@@ -8,6 +8,7 @@ from importlib.metadata import version as _version
 
 from streambus.bus import Bus, Policy, SubscriberFailure, Subscription, open_bus
 from streambus.client import new_session_id, open_stream, stream
+from streambus.conversation import Conversation, converse
 from streambus.db import open_db
 from streambus.errors import (
     ConfigError,
@@ -26,6 +27,7 @@ from streambus.events import (
     Stop,
     StopReason,
     ToolDelta,
+    ToolResult,
     Usage,
     decode_event,
     encode_event,
@@ -37,6 +39,7 @@ from streambus.providers import ProviderConfig, Request, resolve_provider
 from streambus.recorder import Recorder
 from streambus.replay import Replayer
 from streambus.sse import ServerSentEvent, SSEDecoder
+from streambus.tools import ToolOutcome, ToolRegistry, load_tools
 
 try:
     __version__ = _version("streambus")
@@ -49,6 +52,7 @@ __all__ = [
     "Channel",
     "ConfigError",
     "ConsolePrinter",
+    "Conversation",
     "Delta",
     "Event",
     "JsonlPrinter",
@@ -75,12 +79,17 @@ __all__ = [
     "Subscription",
     "ToolCall",
     "ToolDelta",
+    "ToolOutcome",
+    "ToolRegistry",
+    "ToolResult",
     "TransportError",
     "Usage",
     "__version__",
     "assemble",
+    "converse",
     "decode_event",
     "encode_event",
+    "load_tools",
     "new_session_id",
     "open_bus",
     "open_db",

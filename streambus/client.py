@@ -19,9 +19,9 @@ import os
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing, asynccontextmanager
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx2
 import msgspec
@@ -40,6 +40,9 @@ from streambus.providers import (
     scrub,
 )
 from streambus.sse import SSEDecoder
+
+if TYPE_CHECKING:
+    from streambus.tools import ToolOutcome
 
 __all__ = ["RETRY_STATUSES", "new_session_id", "open_stream", "stream"]
 
@@ -76,6 +79,9 @@ async def stream(
     retries: int = 2,
     session: str | None = None,
     simulator: Any = None,
+    conversation: str | None = None,
+    turn: int = 0,
+    tool_results: Sequence[ToolOutcome] = (),
 ) -> Message:
     """Stream one request onto ``bus`` and return the assembled message.
 
@@ -89,7 +95,9 @@ async def stream(
     reason ``cancelled`` was published. ``timeout`` is the whole session's budget in seconds;
     ``retries`` counts extra attempts on connection errors and retryable statuses (429, 5xx,
     529…) before any content arrived, with exponential backoff and full jitter honouring
-    ``retry-after``.
+    ``retry-after``. ``conversation``, ``turn`` and ``tool_results`` are for one turn of a
+    tool-calling conversation (see :func:`streambus.conversation.converse`): the outcomes are
+    published as ``tool_result`` events right after ``start``.
     """
     if isinstance(request, str):
         request = Request.from_prompt(request)
@@ -110,8 +118,12 @@ async def stream(
                 timeout=timeout,
                 retries=retries,
                 session=session,
+                conversation=conversation,
+                turn=turn,
+                tool_results=tool_results,
             )
     runner = _Session(bus, config, request, session or new_session_id(), timeout, retries)
+    runner.conversation, runner.turn, runner.tool_results = conversation, turn, tool_results
     if client is not None:
         return await runner.run(client)
     # Building a TLS context costs ~50 ms; share one per process. Plain-http servers (the
@@ -150,6 +162,9 @@ class _Session:
         self._deadline = math.inf
         self._last_error: str | None = None
         self._attempt_count = 0
+        self.conversation: str | None = None
+        self.turn = 0
+        self.tool_results: Sequence[ToolOutcome] = ()
 
     def _now(self) -> int:
         return int((trio.current_time() - self._t0) * 1e9)
@@ -174,13 +189,29 @@ class _Session:
         self._t0 = trio.current_time()
         started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
         start = self.normalizer.start(
-            host=self._host, started_at=started_at, request=scrub(self._body)
+            host=self._host,
+            started_at=started_at,
+            request=scrub(self._body),
+            conversation=self.conversation,
+            turn=self.turn,
         )
+        results = [
+            self.normalizer.tool_result(
+                0,
+                index=o.index,
+                id=o.id,
+                name=o.name,
+                content=o.content,
+                error=o.error,
+                duration_ns=o.duration_ns,
+            )
+            for o in self.tool_results
+        ]
         budget = math.inf if self.timeout is None else self.timeout
         self._deadline = self._t0 + budget
         try:
             # start is inside: a subscriber that got it must get the stop too
-            await self._publish([start])
+            await self._publish([start, *results])
             with trio.move_on_at(self._deadline) as scope:
                 await self._attempts(client)
         except (trio.Cancelled, KeyboardInterrupt):

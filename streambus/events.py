@@ -26,6 +26,7 @@ __all__ = [
     "Stop",
     "StopReason",
     "ToolDelta",
+    "ToolResult",
     "Usage",
     "decode_event",
     "encode_event",
@@ -59,6 +60,10 @@ class Start(_Base, frozen=True, kw_only=True, tag="start"):
     host: str | None = None
     started_at: str | None = None
     request: dict[str, Any] | None = None
+    conversation: str | None = None
+    """Set when this session is one turn of a tool-calling conversation: its id."""
+    turn: int = 0
+    """Which turn of the conversation (0, 1, …); each turn is a session of its own."""
 
 
 class Delta(_Base, frozen=True, kw_only=True, gc=False, tag="delta"):
@@ -97,6 +102,23 @@ class Usage(_Base, frozen=True, kw_only=True, gc=False, tag="usage"):
     reasoning_tokens: int | None = None
 
 
+class ToolResult(_Base, frozen=True, kw_only=True, gc=False, tag="tool_result"):
+    """What a tool call of the previous turn returned: the input this turn's request carries.
+
+    Published right after ``start``, one per call, in call order. ``content`` is exactly
+    what the model was sent; ``error`` names a failure (``timeout``, ``exception``, …) or is
+    ``None``; ``duration_ns`` is how long the tool ran. Replays publish these as recorded
+    and run nothing.
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    content: str = ""
+    error: str | None = None
+    duration_ns: int = 0
+
+
 class Stop(_Base, frozen=True, kw_only=True, gc=False, tag="stop"):
     """The session ended. Exactly one per session, always last: also on error and cancellation.
 
@@ -109,7 +131,7 @@ class Stop(_Base, frozen=True, kw_only=True, gc=False, tag="stop"):
     error: str | None = None
 
 
-Event: TypeAlias = Start | Delta | ToolDelta | Usage | Stop
+Event: TypeAlias = Start | Delta | ToolDelta | ToolResult | Usage | Stop
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(Event)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from streambus.events import Delta, Event, Start, Stop, ToolDelta, Usage
+from streambus.events import Delta, Event, Start, Stop, ToolDelta, ToolResult, Usage
 
 __all__ = ["Message", "MessageBuilder", "ToolCall", "assemble"]
 
@@ -36,6 +36,10 @@ class Message:
     reasoning: str = ""
     refusal: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_results: list[ToolResult] = field(default_factory=list)
+    """What the previous turn's tool calls returned (this turn's request carried them)."""
+    conversation: str | None = None
+    turn: int = 0
     usage: Usage | None = None
     stop: Stop | None = None
     events: int = 0
@@ -101,6 +105,9 @@ class MessageBuilder:
                     self._arguments[event.index].append(event.arguments)
             elif isinstance(event, Start):
                 meta.session, meta.provider, meta.model = event.session, event.provider, event.model
+                meta.conversation, meta.turn = event.conversation, event.turn
+            elif isinstance(event, ToolResult):
+                meta.tool_results.append(event)
             elif isinstance(event, Usage):
                 meta.usage = event
             elif isinstance(event, Stop):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from itertools import groupby
 from typing import IO, Final
 
-from streambus.events import Delta, Event, Stop, ToolDelta, encode_event
+from streambus.events import Delta, Event, Stop, ToolDelta, ToolResult, encode_event
 from streambus.message import MessageBuilder
 
 __all__ = ["ConsolePrinter", "JsonlPrinter", "format_summary"]
@@ -27,6 +27,7 @@ _CYAN: Final = "\x1b[36m"
 _YELLOW: Final = "\x1b[33m"
 _RED: Final = "\x1b[31m"
 _RESET: Final = "\x1b[0m"
+_RESULT_WIDTH: Final = 160
 
 
 def _wants_color(stream: IO[str]) -> bool:
@@ -98,6 +99,8 @@ class ConsolePrinter:
                 self._on_delta(event)
             elif isinstance(event, ToolDelta):
                 self._on_tool_delta(event)
+            elif isinstance(event, ToolResult):
+                self._on_tool_result(event)
             elif isinstance(event, Stop):
                 self._on_stop(event, builder)
 
@@ -168,6 +171,16 @@ class ConsolePrinter:
         header = f"[tool call {event.index}] {event.name or ''} "
         self._enter(f"tool:{event.index}", self.err, header, _CYAN)
         self._write(self.err, event.arguments, _CYAN)
+
+    def _on_tool_result(self, event: ToolResult) -> None:
+        """``[tool result 0] get_weather · 12 ms: {"temp": …}``, abbreviated to one line."""
+        content = " ".join(event.content.split())
+        if len(content) > _RESULT_WIDTH:
+            content = content[: _RESULT_WIDTH - 1] + "…"
+        failed = f" · {event.error}" if event.error else ""
+        head = f"[tool result {event.index}] {event.name or ''} · {event.duration_ns / 1e6:.0f} ms"
+        self._enter(f"result:{event.index}", self.err)
+        self._write(self.err, f"{head}{failed}: {content}\n", _RED if event.error else _CYAN)
 
     def _on_stop(self, event: Stop, builder: MessageBuilder) -> None:
         self._mode = None

@@ -103,7 +103,7 @@ def test_jsonl_prints_exactly_the_documented_events(streambus_cmd: str) -> None:
     first = msgspec.json.decode(result.stdout.splitlines()[0])
     assert list(first) == [
         *("type", "session", "seq", "t_ns"),
-        *("provider", "model", "host", "started_at", "request"),
+        *("provider", "model", "host", "started_at", "request", "conversation", "turn"),
     ]
     assert first["t_ns"] == 0 and first["host"].startswith("127.0.0.1:")
     assert first["request"]["messages"] == [{"role": "user", "content": "What is streaming?"}]

@@ -11,7 +11,17 @@ from __future__ import annotations
 from typing import Any, Final
 
 from streambus.errors import LocalProtocolError
-from streambus.events import Channel, Delta, Event, Start, Stop, StopReason, ToolDelta, Usage
+from streambus.events import (
+    Channel,
+    Delta,
+    Event,
+    Start,
+    Stop,
+    StopReason,
+    ToolDelta,
+    ToolResult,
+    Usage,
+)
 from streambus.sse import ServerSentEvent
 
 __all__ = ["Normalizer", "describe_error", "normalize_stop_reason"]
@@ -80,6 +90,8 @@ class Normalizer:
         host: str | None = None,
         started_at: str | None = None,
         request: dict[str, Any] | None = None,
+        conversation: str | None = None,
+        turn: int = 0,
     ) -> Start:
         """The session's first event, at ``t_ns`` 0: the moment the request is sent.
 
@@ -97,6 +109,34 @@ class Normalizer:
             host=host,
             started_at=started_at,
             request=request,
+            conversation=conversation,
+            turn=turn,
+        )
+
+    def tool_result(
+        self,
+        t_ns: int,
+        *,
+        index: int,
+        id: str | None,
+        name: str | None,
+        content: str,
+        error: str | None,
+        duration_ns: int,
+    ) -> ToolResult:
+        """A ``tool_result`` of this session (published by the caller right after ``start``)."""
+        if not self._started or self._stopped:
+            raise LocalProtocolError("tool results belong between start and stop")
+        return ToolResult(
+            session=self.session,
+            seq=self._next(),
+            t_ns=t_ns,
+            index=index,
+            id=id,
+            name=name,
+            content=content,
+            error=error,
+            duration_ns=duration_ns,
         )
 
     def receive(self, events: list[ServerSentEvent], t_ns: int) -> list[Event]:
