@@ -15,6 +15,7 @@ import dataclasses
 import datetime
 import json
 import logging
+import math
 import os
 import signal
 import sqlite3
@@ -629,7 +630,7 @@ def sessions(
     header = ("id", "started", "provider", "model", "status", "tokens", "ttft", "duration")
     table = [header] + [
         (
-            row["id"][:12],
+            row["id"][:16],
             _local_time(row.get("started_at")),
             row.get("provider") or "-",
             row.get("model") or "-",
@@ -808,6 +809,8 @@ def replay(ref: str, speed: float, instant: bool, fmt: str, db: str | None) -> N
       streambus replay 01a2b3 --speed 4 --format jsonl
     """
     _setup_logging()
+    if not math.isfinite(speed):
+        _fail("--speed must be a finite number")
     source = click.get_current_context().get_parameter_source("speed")
     if instant and source == click.core.ParameterSource.COMMANDLINE:
         _fail("--speed and --instant exclude each other")
@@ -1005,8 +1008,8 @@ def plot(refs: tuple[str, ...], output: str, db: str | None) -> None:
       streambus plot -o latest.png
       streambus plot 019ab2c4f1e0 019ab2c4f2a7 -o compare.svg
     """
-    if not output.lower().endswith(streambus.plot.FORMATS):
-        _fail(f"--output {output}: the figure is written as .png or .svg")
+    if Path(output).suffix.lower() not in streambus.plot.FORMATS:
+        _fail(f"--output {output}: the figure is written as FILE.png or FILE.svg")
     database = _open_existing_db(db)
     ids = _resolve(database, refs or ("latest",))
     traces = streambus.plot.load(database, ids)

@@ -17,6 +17,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -25,6 +26,7 @@ import msgspec
 from streambus.events import Event, Start, Stop, Usage, decode_event, encode_event
 from streambus.latency import LatencyTracker
 from streambus.migrations import migrate
+from streambus.providers import scrub
 
 if TYPE_CHECKING:  # sqlite-utils is imported on first use: `import streambus` stays light
     import sqlite_utils
@@ -94,8 +96,11 @@ class SessionState:
                 "provider": start.provider,
                 "model": start.model,
                 "host": start.host,
-                "started_at": start.started_at,
-                "request": msgspec.json.encode(start.request).decode() if start.request else None,
+                "started_at": _canonical_time(start.started_at),
+                # scrubbed again: an imported recording may come from anywhere
+                "request": msgspec.json.encode(scrub(start.request)).decode()
+                if start.request
+                else None,
             }
         if self.usage is not None:
             u = self.usage
@@ -138,16 +143,21 @@ def _json(event: Event) -> str:
     return encode_event(event).decode()
 
 
+# "or ignore": a second recorder of the same bus into the same file stores nothing twice.
 _INSERT_EVENT: Final = (
-    "insert into events (session_id, seq, t_ns, type, payload, gap_ns) values (?, ?, ?, ?, ?, ?)"
+    "insert or ignore into events (session_id, seq, t_ns, type, payload, gap_ns)"
+    " values (?, ?, ?, ?, ?, ?)"
 )
 
 
 def write(
     db: sqlite_utils.Database, sessions: Iterable[dict[str, Any]], rows: list[tuple[Any, ...]]
 ) -> None:
-    """One transaction: upsert session rows, then insert event rows (each stored once)."""
-    with db.conn:
+    """One transaction: upsert session rows, then insert event rows (each stored once).
+
+    Inside a transaction the caller holds (a migration's), it joins that one instead.
+    """
+    with _transaction(db):
         for session in sessions:
             columns = list(session)
             names = ", ".join(columns)
@@ -176,13 +186,26 @@ def refresh_figures(db: sqlite_utils.Database, session_id: str) -> None:
     gaps = []
     for event in read_events(db, session_id):
         gaps.append((state.add(event), session_id, event.seq))
-    with db.conn:
+    with _transaction(db):
         db.conn.executemany("update events set gap_ns = ? where session_id = ? and seq = ?", gaps)
-    write(db, [state.row(session_id)], [])
+        write(db, [state.row(session_id)], [])
+
+
+@contextmanager
+def _transaction(db: sqlite_utils.Database) -> Iterator[None]:
+    """A transaction of our own, or the caller's if one is open (never commit theirs)."""
+    if db.conn.in_transaction:
+        yield
+    else:
+        with db.conn:
+            yield
 
 
 def find_session(db: sqlite_utils.Database, ref: str) -> str:
     """A session id from ``latest``, a full id, or a unique prefix. Raises LookupError."""
+    ref = ref.strip().lower()  # ids are lower-case hex
+    if not ref:
+        raise LookupError("an empty session id matches nothing: give an id, a prefix or latest")
     if ref == "latest":
         row = db.execute(
             "select id from sessions order by started_at desc, id desc limit 1"
@@ -269,6 +292,18 @@ _DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)")
 _UNIT_SECONDS: Final = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
+def _canonical_time(text: str | None) -> str | None:
+    """UTC ISO 8601 with microseconds, whatever form an imported ``start`` used: listing,
+    ``latest`` and ``--since`` compare this column as text. Unreadable times become NULL."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return _utc_iso(moment)
+
+
 def parse_since(text: str, *, now: datetime.datetime | None = None) -> datetime.datetime:
     """A moment from ``2h``/``3d``/``30m`` (ago) or an ISO date or time (local unless it says).
 
@@ -278,9 +313,12 @@ def parse_since(text: str, *, now: datetime.datetime | None = None) -> datetime.
     now = now or datetime.datetime.now(datetime.UTC)
     match = _DURATION.fullmatch(text)
     if match:
-        return now - datetime.timedelta(
-            seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        )
+        try:
+            return now - datetime.timedelta(
+                seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            )
+        except OverflowError:
+            raise ValueError(f"{text!r} reaches back before the year 1") from None
     try:
         moment = datetime.datetime.fromisoformat(text)
     except ValueError:

@@ -69,6 +69,8 @@ def import_sessions(db: sqlite_utils.Database, lines: Iterable[bytes | str]) -> 
             text = raw.decode() if isinstance(raw, bytes) else raw
         except UnicodeDecodeError:
             raise ValueError(f"line {number}: not UTF-8") from None
+        if number == 1:
+            text = text.removeprefix("\ufeff")  # files saved by some editors start with a BOM
         text = text.strip()
         if not text:
             continue

@@ -98,21 +98,39 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def migrate(db: sqlite_utils.Database) -> int:
-    """Apply every migration not yet applied; return the schema version now in force."""
-    table = db["_streambus_migrations"]
-    table.create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)  # type: ignore[union-attr]
-    done = {row["name"] for row in table.rows}
-    for fn in MIGRATIONS:
-        if fn.__name__ in done:
-            continue
-        with db.conn:
-            fn(db)
-            table.insert(  # type: ignore[union-attr]
-                {
-                    "name": fn.__name__,
-                    "applied_at": datetime.datetime.now(datetime.UTC).isoformat(),
-                }
-            )
-    version = len(done | {fn.__name__ for fn in MIGRATIONS})
-    db.execute(f"pragma user_version = {int(version)}")
-    return version
+    """Apply every migration not yet applied; return the schema version now in force.
+
+    All pending migrations run in one ``BEGIN IMMEDIATE`` transaction, so a crash leaves the
+    database as it was, and processes opening a new file at once take turns: the one that
+    waited finds the work done. A database already current is only read, never written.
+    """
+    conn = db.conn
+    conn.execute(
+        "create table if not exists _streambus_migrations (name text primary key, applied_at text)"
+    )
+    if not _pending(db):
+        return SCHEMA_VERSION
+    saved = conn.isolation_level
+    conn.isolation_level = None  # we hold the transaction: DDL must not commit on its own
+    try:
+        conn.execute("begin immediate")
+        try:
+            for fn in _pending(db):  # again, under the lock: another process may have won
+                fn(db)
+                conn.execute(
+                    "insert into _streambus_migrations (name, applied_at) values (?, ?)",
+                    [fn.__name__, datetime.datetime.now(datetime.UTC).isoformat()],
+                )
+            conn.execute(f"pragma user_version = {SCHEMA_VERSION}")
+            conn.execute("commit")
+        except BaseException:
+            conn.execute("rollback")
+            raise
+    finally:
+        conn.isolation_level = saved
+    return SCHEMA_VERSION
+
+
+def _pending(db: sqlite_utils.Database) -> list[Migration]:
+    done = {name for (name,) in db.conn.execute("select name from _streambus_migrations")}
+    return [fn for fn in MIGRATIONS if fn.__name__ not in done]

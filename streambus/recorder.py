@@ -10,7 +10,9 @@ session's status stays ``incomplete``. Every event is stored exactly once, in ``
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,15 +26,26 @@ if TYPE_CHECKING:
 
 __all__ = ["Recorder"]
 
+logger = logging.getLogger("streambus")
+
 
 class Recorder:
     """Record a bus to ``db`` (a path, or an open database): ``bus.subscribe(Recorder(path))``.
 
-    One recorder serves any number of concurrent sessions on its bus. Several recorders (or
-    processes) may share a database file: SQLite serializes their writes.
+    One recorder serves any number of concurrent sessions on its bus. Several processes may
+    record into one file (SQLite serializes their writes); recorders sharing one open
+    database share its worker-thread turn. A recorder stores a session only from its
+    ``start`` (one subscribed mid-session skips that session), nothing after its ``stop``,
+    and each event once.
+
+    A write that fails (a database locked past the busy timeout, a full disk) loses
+    nothing: the rows stay pending and the next flush tries again, warning once on the
+    ``streambus`` logger; only past ``max_pending`` unwritten events does the recorder give
+    up (and fail as a subscriber).
     """
 
     flush_interval: float = 0.1
+    max_pending: int = 1_000_000
 
     def __init__(
         self,
@@ -41,29 +54,69 @@ class Recorder:
         limiter: trio.CapacityLimiter | None = None,
     ) -> None:
         self.db = open_db(db) if isinstance(db, str | os.PathLike) else db
-        self._limiter = limiter or trio.CapacityLimiter(1)
+        self._limiter = limiter or _limiter_of(self.db)
         self._states: dict[str, SessionState] = {}
         self._rows: list[tuple[Any, ...]] = []
         self._touched: set[str] = set()
-        self.sessions: list[str] = []
-        """Ids of the sessions this recorder has seen start, in order."""
+        self._finished: dict[str, None] = {}  # recently stopped sessions, oldest first
+        self._ignored: set[str] = set()
+        self._failing = False
 
     async def on_events(self, batch: Sequence[Event]) -> None:
-        self._rows += event_rows(batch, self._states)
-        for event in batch:
-            self._touched.add(event.session)
-            if type(event) is Start:
-                self.sessions.append(event.session)
-        if any(type(event) is Stop for event in batch):
+        wanted = [event for event in batch if self._wanted(event)]
+        self._rows += event_rows(wanted, self._states)
+        self._touched.update(event.session for event in wanted)
+        if any(type(event) is Stop for event in wanted):
             await self.flush()
 
+    def _wanted(self, event: Event) -> bool:
+        session = event.session
+        if session in self._states:
+            return True
+        if type(event) is Start and session not in self._finished:
+            self._states[session] = SessionState()  # the rest of its batch is wanted too
+            return True
+        if session not in self._ignored:  # say so once per session
+            self._ignored.add(session)
+            why = "after its stop" if session in self._finished else "without its start"
+            logger.warning("recorder: ignoring events of session %s %s", session, why)
+        return False
+
     async def flush(self) -> None:
-        """Write what is pending, in a worker thread; finished sessions are forgotten."""
+        """Write what is pending in a worker thread; keep it all if the write fails."""
         if not self._rows and not self._touched:
             return
-        rows, self._rows = self._rows, []
         sessions = [self._states[sid].row(sid) for sid in self._touched]
+        try:
+            await trio.to_thread.run_sync(
+                write, self.db, sessions, self._rows, limiter=self._limiter
+            )
+        except sqlite3.Error as exc:
+            if len(self._rows) > self.max_pending:
+                raise
+            if not self._failing:
+                logger.warning("recorder: cannot write yet (%s); will retry", exc)
+            self._failing = True
+            return
+        if self._failing:
+            logger.warning("recorder: writing again; nothing was lost")
+        self._failing = False
+        self._rows = []
         self._touched = set()
-        for sid in [s for s in self._states if self._states[s].stop is not None]:
+        for sid in [s for s, state in self._states.items() if state.stop is not None]:
             del self._states[sid]
-        await trio.to_thread.run_sync(write, self.db, sessions, rows, limiter=self._limiter)
+            self._finished[sid] = None
+            if len(self._finished) > _FINISHED_KEPT:
+                del self._finished[next(iter(self._finished))]
+
+
+_FINISHED_KEPT = 10_000
+
+
+def _limiter_of(db: sqlite_utils.Database) -> trio.CapacityLimiter:
+    """One worker-thread turn per open database: its connection is not safe for two."""
+    limiter: trio.CapacityLimiter | None = getattr(db, "_streambus_limiter", None)
+    if limiter is None:
+        limiter = trio.CapacityLimiter(1)
+        db._streambus_limiter = limiter  # type: ignore[attr-defined]
+    return limiter

@@ -496,7 +496,7 @@ def _sessions_table(rows: list[SessionStats]) -> str:
     for r in rows:
         cells.append(
             [
-                r.id[:12],
+                r.id[:16],
                 r.model or "–",
                 r.status or "–",
                 *(

@@ -53,9 +53,9 @@ def test_sessions_lists_newest_first_with_filters(streambus_cmd: str) -> None:
     assert header.split() == [
         *("id", "started", "provider", "model", "status", "tokens", "ttft", "duration")
     ]
-    assert [row.split()[0] for row in rows] == [failed[:12], ok[:12]]
+    assert [row.split()[0] for row in rows] == [failed[:16], ok[:16]]
     assert re.fullmatch(
-        rf"{ok[:12]}  \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d  sim\s+sim-1\s+ok\s+\d+/\d+\s+"
+        rf"{ok[:16]}  \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d  sim\s+sim-1\s+ok\s+\d+/\d+\s+"
         r"\d+\.\d\d s\s+\d+\.\d\d s",
         rows[1],
     ), rows[1]

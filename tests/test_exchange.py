@@ -19,10 +19,10 @@ FAST = SimulatorConfig(ttft=0, tokens_per_second=0, jitter=0)
 
 async def record(db: Any, prompt: str, config: SimulatorConfig = FAST) -> str:
     async with open_bus() as bus:
-        recorder = Recorder(db)
-        bus.subscribe(recorder)
-        await stream(bus, prompt, provider="sim", simulator=config)
-    return recorder.sessions[0]
+        bus.subscribe(Recorder(db))
+        message = await stream(bus, prompt, provider="sim", simulator=config)
+    assert message.session is not None
+    return message.session
 
 
 def export(db: Any, ids: list[str] | None = None) -> bytes:
@@ -148,3 +148,52 @@ async def test_lines_are_stored_as_given(tmp_path: Path, recorded: tuple[Any, li
     import_sessions(fresh, lines)
     assert export(fresh).splitlines() == lines
     assert table(fresh, "sessions") == [row for row in table(db, "sessions") if row["id"] == ids[0]]
+
+
+# -- regressions found in review ------------------------------------------------------------------
+
+
+def start_line(session: str, started_at: str, request: dict[str, Any] | None = None) -> bytes:
+    start = {
+        "type": "start",
+        "session": session,
+        "seq": 0,
+        "t_ns": 0,
+        "provider": "sim",
+        "model": "m",
+        "started_at": started_at,
+        "request": request,
+    }
+    stop = {"type": "stop", "session": session, "seq": 1, "t_ns": 5, "reason": "stop"}
+    return msgspec.json.encode(start) + b"\n" + msgspec.json.encode(stop) + b"\n"
+
+
+async def test_imported_start_times_are_stored_in_one_canonical_form(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "tz.db")
+    lines = (
+        start_line("aaa", "2026-03-01T09:00:00.000000+00:00")
+        + start_line("bbb", "2026-03-01T10:00:00+02:00")  # 08:00 UTC: the oldest
+        + start_line("ccc", "yesterday")
+    )
+    import_sessions(db, io.BytesIO(b"\xef\xbb\xbf" + lines))  # with a BOM, as some editors save
+    stored = {r["id"]: r["started_at"] for r in table(db, "sessions")}
+    assert stored == {
+        "aaa": "2026-03-01T09:00:00.000000+00:00",
+        "bbb": "2026-03-01T08:00:00.000000+00:00",
+        "ccc": None,
+    }
+    from streambus.db import find_session
+
+    assert find_session(db, "latest") == "aaa"
+
+
+async def test_an_imported_request_is_scrubbed_in_the_sessions_row(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "s.db")
+    request = {"model": "m", "api_key": "sk-imported-secret-123456", "max_tokens": 5}
+    import_sessions(db, io.BytesIO(start_line("sss", "2026-03-01T09:00:00+00:00", request)))
+    [row] = table(db, "sessions")
+    assert msgspec.json.decode(row["request"]) == {
+        "model": "m",
+        "api_key": "[redacted]",
+        "max_tokens": 5,
+    }

@@ -264,3 +264,94 @@ def test_latency_figures_by_hand() -> None:
     assert fig.tokens_per_s == pytest.approx(11 / 1.040)
     assert percentile([1.0, 2.0, 3.0, 4.0], 90) == pytest.approx(3.7)
     assert percentile([], 50) is None
+
+
+# -- regressions found in review ------------------------------------------------------------------
+
+
+def _open_in_process(path: str) -> None:
+    open_db(path).conn.close()
+
+
+def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path: Path) -> None:
+    import multiprocessing
+
+    path = str(tmp_path / "race.db")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_open_in_process, args=(path,)) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [w.exitcode for w in workers] == [0] * 6
+    assert rows(Path(path), "select count(*) from _streambus_migrations") == [(SCHEMA_VERSION,)]
+
+
+def test_a_failing_migration_leaves_the_database_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    open_db(path).conn.close()
+
+    def m999_broken(db: sqlite_utils.Database) -> None:
+        db["half_done"].create({"x": int})  # type: ignore[union-attr]
+        raise RuntimeError("interrupted")
+
+    MIGRATIONS.append(m999_broken)
+    try:
+        with pytest.raises(RuntimeError, match="interrupted"):
+            open_db(path)
+    finally:
+        MIGRATIONS.remove(m999_broken)
+    assert rows(path, "select name from sqlite_master where name = 'half_done'") == []
+    open_db(path)  # and it still opens
+
+
+def test_a_current_database_opens_read_only(tmp_path: Path) -> None:
+    from streambus.migrations import migrate
+
+    path = tmp_path / "r.db"
+    open_db(path).conn.close()
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    assert migrate(sqlite_utils.Database(conn)) == SCHEMA_VERSION  # no write attempted
+
+
+async def test_a_locked_database_delays_recording_but_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    open_db(path).conn.close()
+    impatient = sqlite_utils.Database(sqlite3.connect(path, timeout=0.05, check_same_thread=False))
+    blocker = sqlite3.connect(path, isolation_level=None)
+    events = synthetic_session("locked", 20)
+    async with open_bus() as bus:
+        bus.subscribe(Recorder(impatient))
+        blocker.execute("begin immediate")  # another writer holds the database
+        await bus.publish(events[:10])
+        await trio.sleep(0.4)  # several flushes fail meanwhile
+        blocker.execute("commit")
+        await bus.publish(events[10:])
+    assert list(read_events(open_db(path), "locked")) == events
+
+
+async def test_events_after_stop_or_without_start_are_not_stored(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    finished = synthetic_session("done", 3)
+    headless = synthetic_session("joined-late", 5)[2:]  # the recorder missed its start
+    late = Delta(session="done", seq=99, t_ns=10**9, text="late")
+    async with open_bus() as bus:
+        bus.subscribe(Recorder(path))
+        await bus.publish(finished)
+        await trio.sleep(0.2)
+        await bus.publish([late, *headless])
+    assert list(read_events(open_db(path), "done")) == finished
+    assert rows(path, "select id, status from sessions") == [("done", "ok")]
+
+
+async def test_two_recorders_on_one_bus_store_each_event_once(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    db = open_db(path)
+    events = synthetic_session("twice", 30)
+    async with open_bus() as bus:
+        bus.subscribe(Recorder(db), name="a")
+        bus.subscribe(Recorder(path), name="b")
+        for event in events:
+            await bus.publish([event])
+    assert bus.failures == []
+    assert list(read_events(open_db(path), "twice")) == events

@@ -86,3 +86,17 @@ def test_since_accepts_durations_and_iso_times() -> None:
     for bad in ("yesterday", "2x", "-3h", ""):
         with pytest.raises(ValueError, match="neither a duration"):
             parse_since(bad)
+
+
+def test_lookups_refuse_an_empty_prefix_and_ignore_case(db: Any) -> None:
+    from streambus.db import find_session
+
+    with pytest.raises(LookupError, match="empty session id"):
+        find_session(db, "  ")
+    any_id = next(iter(db["sessions"].rows))["id"]
+    assert find_session(db, any_id.upper()) == any_id
+
+
+def test_since_far_in_the_past_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="before the year 1"):
+        parse_since("99999999w")

@@ -384,7 +384,8 @@ def test_plot_command_failures_are_one_line(
     out = cli(streambus_cmd, "plot", "-o", str(jpg), db=db_path)
     assert out.returncode == 2
     assert (
-        out.stderr == f"streambus: error: --output {jpg}: the figure is written as .png or .svg\n"
+        out.stderr
+        == f"streambus: error: --output {jpg}: the figure is written as FILE.png or FILE.svg\n"
     )
     out = cli(streambus_cmd, "plot", "-o", str(tmp_path / "t.png"), db=tmp_path / "none.db")
     assert out.returncode == 1 and "no recordings database" in out.stderr

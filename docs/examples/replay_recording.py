@@ -27,10 +27,9 @@ class TypingIndicator:
 
 async def main(path: Path) -> None:
     async with streambus.open_bus() as bus:  # record once (the CLI does this on every run)
-        recorder = streambus.Recorder(path)
-        bus.subscribe(recorder)
-        await streambus.stream(bus, "What is streaming?", provider="sim")
-    session_id = recorder.sessions[0]
+        bus.subscribe(streambus.Recorder(path))
+        recorded = await streambus.stream(bus, "What is streaming?", provider="sim")
+    session_id = recorded.session or ""
 
     async with streambus.open_bus() as bus:  # replay as often as you like, here 4x faster
         bus.subscribe(TypingIndicator())
