@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,17 +204,20 @@ def test_sim_command_serves_the_official_openai_client(streambus_cmd: str) -> No
     assert len(text.split()) > 5
 
 
-async def interrupt_mid_stream(cmd: list[str], signum: int) -> tuple[int, bytes, bytes]:
-    """Start the CLI, wait for the answer to begin, send ``signum``, collect everything."""
+async def interrupt_when(
+    cmd: list[str], ready: Callable[[bytes], bool], signum: int = signal.SIGINT
+) -> tuple[int, bytes, bytes]:
+    """Start the CLI, wait until its stdout satisfies ``ready``, signal it, collect the rest."""
     process = await trio.lowlevel.open_process(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env()
     )
     assert process.stdout is not None and process.stderr is not None
-    stdout = b""
-    stderr = b""
+    stdout = stderr = b""
     with trio.fail_after(30):
-        while len(stdout) < 20:
-            stdout += await process.stdout.receive_some()
+        while not ready(stdout):
+            chunk = await process.stdout.receive_some()
+            assert chunk, "the command ended before it could be interrupted"
+            stdout += chunk
         process.send_signal(signum)
         async with trio.open_nursery() as nursery:
 
@@ -227,6 +231,11 @@ async def interrupt_mid_stream(cmd: list[str], signum: int) -> tuple[int, bytes,
                 stdout += chunk
         code = await process.wait()
     return code, stdout, stderr
+
+
+async def interrupt_mid_stream(cmd: list[str], signum: int) -> tuple[int, bytes, bytes]:
+    """Signal the CLI once the answer has begun (20 bytes on stdout)."""
+    return await interrupt_when(cmd, lambda out: len(out) >= 20, signum)
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import trio
 
 from streambus import Delta, Event, Start, Stop, decode_event
-from tests.test_cli import DB, FAST, ROOT, clean_env, find_command, run
+from tests.test_cli import DB, FAST, ROOT, find_command, interrupt_when, run
 
 KOREAN_SAMPLE = ROOT / "recordings" / "korean-answer.jsonl"
 
@@ -171,35 +168,6 @@ def test_replaying_a_failed_session_fails_the_same_way(streambus_cmd: str) -> No
     assert replayed.stdout == recorded.stdout
     assert replayed.stderr.splitlines()[-1] == recorded.stderr.splitlines()[-1]
     assert "broke mid-stream" in replayed.stderr.splitlines()[-1]
-
-
-async def interrupt_when(
-    cmd: list[str], ready: Callable[[bytes], bool], signum: int = signal.SIGINT
-) -> tuple[int, bytes, bytes]:
-    """Start the CLI, wait until its stdout satisfies ``ready``, signal it, collect the rest."""
-    process = await trio.lowlevel.open_process(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env()
-    )
-    assert process.stdout is not None and process.stderr is not None
-    stdout = stderr = b""
-    with trio.fail_after(30):
-        while not ready(stdout):
-            chunk = await process.stdout.receive_some()
-            assert chunk, "the replay ended before it could be interrupted"
-            stdout += chunk
-        process.send_signal(signum)
-        async with trio.open_nursery() as nursery:
-
-            async def drain_err() -> None:
-                nonlocal stderr
-                while chunk := await process.stderr.receive_some():  # type: ignore[union-attr]
-                    stderr += chunk
-
-            nursery.start_soon(drain_err)
-            while chunk := await process.stdout.receive_some():
-                stdout += chunk
-        code = await process.wait()
-    return code, stdout, stderr
 
 
 async def test_ctrl_c_mid_replay_ends_with_a_cancelled_stop(streambus_cmd: str) -> None:
