@@ -251,3 +251,10 @@ def test_a_bad_import_names_the_line_and_imports_nothing(
         2,
         "streambus: error: give session IDs or --all (not both)\n",
     )
+
+
+def test_a_speed_that_is_not_a_number_is_a_one_line_error(streambus_cmd: str) -> None:
+    assert run(streambus_cmd, "import", str(KOREAN_SAMPLE)).returncode == 0
+    result = run(streambus_cmd, "replay", "latest", "--speed", "nan")
+    assert result.returncode == 2
+    assert result.stderr == "streambus: error: --speed must be a finite number\n"

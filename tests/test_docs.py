@@ -102,3 +102,17 @@ if __name__ == "__main__":
     path.write_text(render_cli_docs(path.read_text(encoding="utf-8")), encoding="utf-8")
     (DOCS / "events.schema.json").write_text(render_schema(), encoding="utf-8")
     print("docs/cli.md and docs/events.schema.json regenerated")
+
+
+def test_cli_log_lines_never_carry_a_traceback() -> None:
+    import logging
+
+    from cli import _OneLine
+
+    try:
+        raise RuntimeError("handler bug")
+    except RuntimeError:
+        record = logging.LogRecord(
+            "streambus", logging.ERROR, __file__, 1, "subscriber 'x' failed", (), sys.exc_info()
+        )
+    assert _OneLine("streambus: %(message)s").format(record) == ("streambus: subscriber 'x' failed")
