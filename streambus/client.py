@@ -101,36 +101,54 @@ async def stream(
     """
     if isinstance(request, str):
         request = Request.from_prompt(request)
+    where = {"model": model, "base_url": base_url, "api_key": api_key}
+    async with open_provider(provider, simulator=simulator, **where) as config:
+        runner = _Session(
+            bus,
+            config,
+            request,
+            session or new_session_id(),
+            timeout,
+            retries,
+            conversation=conversation,
+            turn=turn,
+            tool_results=tool_results,
+        )
+        if client is not None:
+            return await runner.run(client)
+        # Building a TLS context costs ~50 ms; share one per process. Plain-http servers (the
+        # simulator, local gateways) need none: verify=False only skips building it.
+        verify: ssl.SSLContext | bool = _tls_context() if config.url.startswith("https:") else False
+        async with httpx2.AsyncClient(timeout=DEFAULT_TIMEOUT, verify=verify) as own_client:
+            return await runner.run(own_client)
+
+
+@asynccontextmanager
+async def open_provider(
+    provider: ProviderConfig | str = "auto",
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    simulator: Any = None,
+) -> AsyncIterator[ProviderConfig]:
+    """The provider resolved and ready to send to, for the duration of the block.
+
+    With ``"sim"`` and no base URL, an in-process simulator (``simulator`` is its
+    ``SimulatorConfig``) runs for the block: one for a whole conversation, not one per turn.
+    """
     config = (
         provider
         if isinstance(provider, ProviderConfig)
         else resolve_provider(provider, model=model, base_url=base_url, api_key=api_key)
     )
-    if config.base_url is None:  # the simulator, not yet running
-        from streambus.simulator import open_simulator
+    if config.base_url is not None:
+        yield config
+        return
+    from streambus.simulator import open_simulator
 
-        async with open_simulator(simulator) as sim:
-            return await stream(
-                bus,
-                request,
-                provider=config.with_base_url(sim.base_url),
-                client=client,
-                timeout=timeout,
-                retries=retries,
-                session=session,
-                conversation=conversation,
-                turn=turn,
-                tool_results=tool_results,
-            )
-    runner = _Session(bus, config, request, session or new_session_id(), timeout, retries)
-    runner.conversation, runner.turn, runner.tool_results = conversation, turn, tool_results
-    if client is not None:
-        return await runner.run(client)
-    # Building a TLS context costs ~50 ms; share one per process. Plain-http servers (the
-    # simulator, local gateways) need none: verify=False only skips building it.
-    verify: ssl.SSLContext | bool = _tls_context() if config.url.startswith("https:") else False
-    async with httpx2.AsyncClient(timeout=DEFAULT_TIMEOUT, verify=verify) as own_client:
-        return await runner.run(own_client)
+    async with open_simulator(simulator) as sim:
+        yield config.with_base_url(sim.base_url)
 
 
 @functools.cache
@@ -147,6 +165,10 @@ class _Session:
         session: str,
         timeout: float | None,
         retries: int,
+        *,
+        conversation: str | None,
+        turn: int,
+        tool_results: Sequence[ToolOutcome],
     ) -> None:
         self.bus = bus
         self.config = config
@@ -162,9 +184,9 @@ class _Session:
         self._deadline = math.inf
         self._last_error: str | None = None
         self._attempt_count = 0
-        self.conversation: str | None = None
-        self.turn = 0
-        self.tool_results: Sequence[ToolOutcome] = ()
+        self.conversation = conversation
+        self.turn = turn
+        self.tool_results = tool_results
 
     def _now(self) -> int:
         return int((trio.current_time() - self._t0) * 1e9)

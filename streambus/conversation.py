@@ -17,9 +17,9 @@ from typing import Any
 import msgspec
 
 from streambus.bus import Bus
-from streambus.client import new_session_id, stream
+from streambus.client import new_session_id, open_provider, stream
 from streambus.message import Message
-from streambus.providers import ProviderConfig, Request, resolve_provider
+from streambus.providers import ProviderConfig, Request
 from streambus.tools import ToolOutcome, ToolRegistry, run_calls
 
 __all__ = ["DEFAULT_MAX_STEPS", "Conversation", "converse"]
@@ -71,23 +71,19 @@ async def converse(
         raise ValueError("max_steps must be at least 1")
     if isinstance(request, str):
         request = Request.from_prompt(request)
-    config = (
-        provider
-        if isinstance(provider, ProviderConfig)
-        else resolve_provider(provider, model=model, base_url=base_url, api_key=api_key)
-    )
-    if config.base_url is None:  # the simulator: one for the whole conversation
-        from streambus.simulator import open_simulator
+    where = {"model": model, "base_url": base_url, "api_key": api_key}
+    async with open_provider(provider, simulator=simulator, **where) as config:
+        return await _converse(bus, request, tools, config, max_steps, stream_options)
 
-        async with open_simulator(simulator) as sim:
-            return await converse(
-                bus,
-                request,
-                tools,
-                provider=config.with_base_url(sim.base_url),
-                max_steps=max_steps,
-                **stream_options,
-            )
+
+async def _converse(
+    bus: Bus,
+    request: Request,
+    tools: ToolRegistry,
+    config: ProviderConfig,
+    max_steps: int,
+    stream_options: dict[str, Any],
+) -> Conversation:
     offered = tools.anthropic_tools() if config.format == "anthropic" else tools.openai_tools()
     conversation = Conversation(new_session_id(), max_steps=max_steps)
     messages = list(request.messages)
