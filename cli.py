@@ -40,6 +40,18 @@ from streambus.simulator import SimulatorConfig, parse_fault
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def _default_seconds(name: str) -> float:
+    """The library's default for this timeout; 0 on the command line means no limit."""
+    value: float | None = getattr(streambus.Timeouts(), name)
+    return 0 if value is None else value
+
+
+def _budget(name: str, seconds: float) -> float | None:
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        _fail(f"{name} must be a number of seconds, or 0 for no limit")
+    return seconds or None
+
+
 def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"streambus: error: {message}", err=True)
     sys.exit(code)
@@ -154,10 +166,48 @@ def cli() -> None:
     type=click.IntRange(min=0),
     default=2,
     show_default=True,
-    help="Extra attempts on connection errors and 408/409/429/5xx/529 before any content.",
+    help="Extra attempts on connection errors, 408/409/429/5xx/529 and overload, "
+    "only before any content.",
 )
 @click.option(
-    "--timeout", type=click.FloatRange(min=0, min_open=True), help="Total budget, in seconds."
+    "--timeout",
+    type=float,
+    metavar="SECONDS",
+    default=_default_seconds("total"),
+    show_default=True,
+    help="Total budget of the run, every attempt included, in seconds (0: no limit).",
+)
+@click.option(
+    "--connect-timeout",
+    type=float,
+    metavar="SECONDS",
+    default=_default_seconds("connect"),
+    show_default=True,
+    help="Seconds to open the connection.",
+)
+@click.option(
+    "--first-token-timeout",
+    type=float,
+    metavar="SECONDS",
+    default=_default_seconds("first_token"),
+    show_default=True,
+    help="Seconds from the request to the first content (reasoning models think long).",
+)
+@click.option(
+    "--idle-timeout",
+    type=float,
+    metavar="SECONDS",
+    default=_default_seconds("idle"),
+    show_default=True,
+    help="Seconds without a single byte (keep-alives count as bytes).",
+)
+@click.option(
+    "--stall-timeout",
+    type=float,
+    metavar="SECONDS",
+    default=_default_seconds("stall"),
+    show_default=True,
+    help="Seconds without content once it began; pings and keep-alives do not count.",
 )
 @click.option("--sim-seed", type=int, default=0, show_default=True, help="Simulator: seed.")
 @click.option("--sim-ttft", type=float, help="Simulator: seconds to the first token.")
@@ -184,7 +234,11 @@ def run(
     no_record: bool,
     db: str | None,
     retries: int,
-    timeout: float | None,
+    timeout: float,
+    connect_timeout: float,
+    first_token_timeout: float,
+    idle_timeout: float,
+    stall_timeout: float,
     sim_seed: int,
     sim_ttft: float | None,
     sim_tps: float | None,
@@ -201,6 +255,13 @@ def run(
     _setup_logging()
     prompt = _read_prompt(prompt)
     tools = _load_tools(tool_specs, tool_files)
+    timeouts = streambus.Timeouts(  # 0 on the command line: no limit
+        connect=_budget("--connect-timeout", connect_timeout),
+        first_token=_budget("--first-token-timeout", first_token_timeout),
+        idle=_budget("--idle-timeout", idle_timeout),
+        stall=_budget("--stall-timeout", stall_timeout),
+        total=_budget("--timeout", timeout),
+    )
     try:
         config = streambus.resolve_provider(
             provider, model=model, base_url=base_url, api_key=api_key
@@ -231,7 +292,7 @@ def run(
     subscribers = [printer]
     if not no_record:
         subscribers.append(streambus.Recorder(_open_db(db)))
-    options = {"timeout": timeout, "retries": retries, "simulator": sim_config}
+    options = {"timeouts": timeouts, "retries": retries, "simulator": sim_config}
     code = trio.run(_run, config, request, subscribers, options, tools, max_steps)
     sys.exit(code)
 

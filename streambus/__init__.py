@@ -22,6 +22,7 @@ from streambus.errors import (
 from streambus.events import (
     Channel,
     Delta,
+    ErrorKind,
     Event,
     Start,
     Stop,
@@ -39,6 +40,7 @@ from streambus.providers import ProviderConfig, Request, resolve_provider
 from streambus.recorder import Recorder
 from streambus.replay import Replayer
 from streambus.sse import ServerSentEvent, SSEDecoder
+from streambus.timeouts import Timeouts
 from streambus.tools import ToolOutcome, ToolRegistry, load_tools
 
 try:
@@ -54,6 +56,7 @@ __all__ = [
     "ConsolePrinter",
     "Conversation",
     "Delta",
+    "ErrorKind",
     "Event",
     "JsonlPrinter",
     "LocalProtocolError",
@@ -77,6 +80,7 @@ __all__ = [
     "StreambusError",
     "SubscriberFailure",
     "Subscription",
+    "Timeouts",
     "ToolCall",
     "ToolDelta",
     "ToolOutcome",

@@ -16,20 +16,19 @@ import functools
 import logging
 import math
 import os
-import random
 import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import httpx2
 import msgspec
 import trio
 
 from streambus.bus import Bus, Subscription, open_bus
-from streambus.errors import ProtocolError, ProviderError, StreambusError, TransportError
-from streambus.events import Event, Stop
+from streambus.errors import ProtocolError, ProviderError, StreambusError
+from streambus.events import ErrorKind, Event, Stop
 from streambus.message import Message, MessageBuilder
 from streambus.providers import (
     ProviderConfig,
@@ -39,22 +38,18 @@ from streambus.providers import (
     resolve_provider,
     scrub,
 )
+from streambus.retry import RETRY_AFTER_CAP, RETRY_ERROR_TYPES, RETRY_STATUSES, backoff
 from streambus.sse import SSEDecoder
+from streambus.timeouts import DEFAULT_TIMEOUTS, Timeouts, Watchdog
 
 if TYPE_CHECKING:
     from streambus.tools import ToolOutcome
 
-__all__ = ["RETRY_STATUSES", "new_session_id", "open_stream", "stream"]
+__all__ = ["new_session_id", "open_stream", "stream"]
 
 logger = logging.getLogger("streambus")
 
-RETRY_STATUSES: Final = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-"""HTTP statuses worth another attempt, before any content arrived."""
-_BACKOFF_BASE: Final = 0.5
-_BACKOFF_CAP: Final = 30.0
 _ERROR_BODY_LIMIT: Final = 64 * 1024
-DEFAULT_TIMEOUT: Final = httpx2.Timeout(connect=10.0, read=300.0, write=30.0, pool=10.0)
-"""Connect 10 s; 300 s without a byte is a dead stream (reasoning models think for minutes)."""
 
 
 def new_session_id() -> str:
@@ -76,6 +71,7 @@ async def stream(
     api_key: str | None = None,
     client: httpx2.AsyncClient | None = None,
     timeout: float | None = None,
+    timeouts: Timeouts | None = None,
     retries: int = 2,
     session: str | None = None,
     simulator: Any = None,
@@ -91,16 +87,22 @@ async def stream(
     started for the duration (``simulator`` is its ``SimulatorConfig``).
 
     Never raises for a failed stream: the returned message's ``stop`` says what happened
-    (reason ``error`` with a one-line ``error``). Cancellation propagates after ``stop`` with
-    reason ``cancelled`` was published. ``timeout`` is the whole session's budget in seconds;
-    ``retries`` counts extra attempts on connection errors and retryable statuses (429, 5xx,
-    529…) before any content arrived, with exponential backoff and full jitter honouring
-    ``retry-after``. ``conversation``, ``turn`` and ``tool_results`` are for one turn of a
+    (reason ``error``, a one-line ``error`` and its ``error_kind``). Cancellation propagates
+    after ``stop`` with reason ``cancelled`` was published. ``timeouts`` sets the connect,
+    first-token, idle, stall and total budgets (:class:`~streambus.timeouts.Timeouts`; its
+    defaults when ``None``); ``timeout`` is a shortcut that sets only the total, in seconds.
+    ``retries`` counts extra attempts on connection errors, retryable statuses (429, 5xx,
+    529…) and in-stream overload errors, only before any content arrived, with exponential
+    backoff and full jitter honouring ``retry-after`` (see :mod:`streambus.retry`).
+    ``conversation``, ``turn`` and ``tool_results`` are for one turn of a
     tool-calling conversation (see :func:`streambus.conversation.converse`): the outcomes are
     published as ``tool_result`` events right after ``start``.
     """
     if isinstance(request, str):
         request = Request.from_prompt(request)
+    budgets = timeouts or DEFAULT_TIMEOUTS
+    if timeout is not None:
+        budgets = msgspec.structs.replace(budgets, total=timeout)
     where = {"model": model, "base_url": base_url, "api_key": api_key}
     async with open_provider(provider, simulator=simulator, **where) as config:
         runner = _Session(
@@ -108,7 +110,7 @@ async def stream(
             config,
             request,
             session or new_session_id(),
-            timeout,
+            budgets,
             retries,
             conversation=conversation,
             turn=turn,
@@ -119,7 +121,7 @@ async def stream(
         # Building a TLS context costs ~50 ms; share one per process. Plain-http servers (the
         # simulator, local gateways) need none: verify=False only skips building it.
         verify: ssl.SSLContext | bool = _tls_context() if config.url.startswith("https:") else False
-        async with httpx2.AsyncClient(timeout=DEFAULT_TIMEOUT, verify=verify) as own_client:
+        async with httpx2.AsyncClient(verify=verify) as own_client:
             return await runner.run(own_client)
 
 
@@ -156,6 +158,20 @@ def _tls_context() -> ssl.SSLContext:
     return httpx2.create_ssl_context()
 
 
+class _Failure(NamedTuple):
+    """A failed attempt, not yet published: the caller decides between retrying and the end.
+
+    ``events`` are what the normalizer already made of it (an in-stream error, or a stream
+    that ended early), held back in case the attempt is retried.
+    """
+
+    kind: ErrorKind
+    message: str
+    retryable: bool = False
+    retry_after: float | None = None
+    events: list[Event] | None = None
+
+
 class _Session:
     def __init__(
         self,
@@ -163,7 +179,7 @@ class _Session:
         config: ProviderConfig,
         request: Request,
         session: str,
-        timeout: float | None,
+        timeouts: Timeouts,
         retries: int,
         *,
         conversation: str | None,
@@ -173,20 +189,21 @@ class _Session:
         self.bus = bus
         self.config = config
         self.request = request
-        self.timeout = timeout
+        self.timeouts = timeouts
         self.retries = max(0, retries)
         self.normalizer = config.normalizer(session, request.model)
         self.builder = MessageBuilder()
         self._t0 = 0.0
-        self._published = 0
         self._host = config.host
         self._body = config.body(request)
         self._deadline = math.inf
         self._last_error: str | None = None
-        self._attempt_count = 0
         self.conversation = conversation
         self.turn = turn
         self.tool_results = tool_results
+        # Ours are the idle, first-token and stall timeouts (Watchdog); httpx2 only connects.
+        connect = timeouts.connect
+        self._http_timeout = httpx2.Timeout(connect=connect, read=None, write=None, pool=connect)
 
     def _now(self) -> int:
         return int((trio.current_time() - self._t0) * 1e9)
@@ -199,7 +216,6 @@ class _Session:
                     last, error=redact(last.error, self.config.secrets)
                 )
             self.builder.add(events)
-            self._published += len(events)
             await self.bus.publish(events)
 
     async def _publish_final(self, events: list[Event]) -> None:
@@ -229,8 +245,8 @@ class _Session:
             )
             for o in self.tool_results
         ]
-        budget = math.inf if self.timeout is None else self.timeout
-        self._deadline = self._t0 + budget
+        total = self.timeouts.total
+        self._deadline = self._t0 + (math.inf if total is None else total)
         try:
             # start is inside: a subscriber that got it must get the stop too
             await self._publish([start, *results])
@@ -241,65 +257,104 @@ class _Session:
             raise
         except BaseException as exc:  # a bug: still end the session before propagating
             message = f"internal error: {type(exc).__name__}: {exc}"
-            await self._publish_final(self.normalizer.fail(message, self._now()))
+            await self._publish_final(self.normalizer.fail(message, self._now(), "internal"))
             raise
         if scope.cancelled_caught:
-            await self._publish_final(self.normalizer.fail(self._timed_out(), self._now()))
+            stop = self.normalizer.fail(self._timed_out(), self._now(), "total_timeout")
+            await self._publish_final(stop)
         return self.builder.message
 
     def _timed_out(self) -> str:
-        message = f"timed out: the total timeout of {self.timeout:g} s ran out"
+        message = f"total timeout: the {self.timeouts.total:g} s budget ran out"
+        attempts = self.normalizer.attempts
         if self._last_error is not None:
-            message += f" after {self._attempt_count} attempts (last: {self._last_error})"
+            message += f" after {_plural(attempts, 'attempt')} (last: {self._last_error})"
         return message
 
     async def _attempts(self, client: httpx2.AsyncClient) -> None:
         body = msgspec.json.encode(self._body)
+        normalizer = self.normalizer
         for attempt in range(self.retries + 1):
-            retryable = False
-            wait: float | None = None
-            self._attempt_count = attempt + 1
-            try:
-                await self._attempt(client, body)
+            normalizer.begin_attempt()
+            failure = await self._attempt(client, body)
+            if failure is None:
                 return
-            except ProviderError as exc:
-                error: Exception = exc
-                retryable, wait = exc.status in RETRY_STATUSES, exc.retry_after
-            except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
-                error = TransportError(f"cannot connect to {self._host}: {_describe(exc)}")
-                retryable = True
-            except httpx2.ReadTimeout as exc:
-                error = TransportError(f"read timeout: {self._host} sent nothing: {_describe(exc)}")
-            except httpx2.HTTPError as exc:
-                what = "mid-stream" if self._published > 1 else "before any content"
-                error = TransportError(f"connection to {self._host} broke {what}: {_describe(exc)}")
-                retryable = self._published <= 1
-            except StreambusError as exc:
-                error = exc
-            message = redact(str(error), self.config.secrets)
+            message = redact(failure.message, self.config.secrets)
             self._last_error = message
-            delay = _backoff(attempt, wait)
-            may_retry = retryable and self._published <= 1 and attempt < self.retries
-            if may_retry and trio.current_time() + delay >= self._deadline:
-                # Sleeping past the budget would only hide this error behind a timeout.
-                message += f" (no time left to retry within the {self.timeout:g} s timeout)"
-            elif may_retry:
-                logger.warning(
-                    "%s; retrying in %.1f s (attempt %d of %d)",
-                    message,
-                    delay,
-                    attempt + 2,
-                    self.retries + 1,
-                )
-                await trio.sleep(delay)
-                continue
-            await self._publish(self.normalizer.fail(message, self._now()))
+            if failure.retryable and attempt < self.retries and not normalizer.content_seen:
+                delay = backoff(attempt, failure.retry_after)
+                if delay is None:
+                    message += (
+                        f" (not retried: the server asked to wait {failure.retry_after:g} s, "
+                        f"more than {RETRY_AFTER_CAP:g} s)"
+                    )
+                elif trio.current_time() + delay >= self._deadline:
+                    # Sleeping past the budget would only hide this error behind a timeout.
+                    total = self.timeouts.total
+                    message += f" (no time left to retry within the {total:g} s timeout)"
+                else:
+                    logger.warning(
+                        "%s; retrying in %.1f s (attempt %d of %d)",
+                        message,
+                        delay,
+                        attempt + 2,
+                        self.retries + 1,
+                    )
+                    await trio.sleep(delay)
+                    continue
+            if normalizer.attempts > 1:
+                message += f" (gave up after {normalizer.attempts} attempts)"
+            if failure.events:  # the normalizer's own stop, held back for a retry
+                stop = failure.events[-1]
+                assert type(stop) is Stop
+                failure.events[-1] = msgspec.structs.replace(stop, error=message)
+                await self._publish(failure.events)
+            else:
+                await self._publish(normalizer.fail(message, self._now(), failure.kind))
             return
 
-    async def _attempt(self, client: httpx2.AsyncClient, body: bytes) -> None:
+    async def _attempt(self, client: httpx2.AsyncClient, body: bytes) -> _Failure | None:
+        """One request. ``None`` when the session ended (its ``stop`` published), else why not.
+
+        Runs under the watchdog (idle, first-token, stall); the total budget is the caller's.
+        """
+        host, timeouts = self._host, self.timeouts
+        watchdog = Watchdog(timeouts, host, trio.current_time())
+        with watchdog.scope:
+            try:
+                return await self._exchange(client, body, watchdog)
+            except ProviderError as exc:
+                return _Failure("http", str(exc), exc.status in RETRY_STATUSES, exc.retry_after)
+            except (httpx2.ConnectTimeout, httpx2.PoolTimeout):
+                message = f"connect timeout: no connection to {host} within {timeouts.connect:g} s"
+                return _Failure("connect_timeout", message, retryable=True)
+            except httpx2.ConnectError as exc:
+                return _Failure("connection", f"cannot connect to {host}: {_describe(exc)}", True)
+            except httpx2.DecodingError as exc:
+                message = f"cannot decode the body {host} sent: {_describe(exc)}"
+                return _Failure("protocol", message)
+            except httpx2.HTTPError as exc:
+                early = not self.normalizer.content_seen
+                what = "before any content" if early else "mid-stream"
+                message = f"connection to {host} broke {what}: {_describe(exc)}"
+                return _Failure("connection", message, retryable=early)
+            except StreambusError as exc:
+                return _Failure("protocol", str(exc))
+        kind, message = watchdog.fired()
+        # A silent connection before any content is as good as a broken one; a slow model
+        # (first token) is not retried: it would only be slow again.
+        early = not watchdog.content_seen
+        return _Failure(kind, message, retryable=kind == "idle_timeout" and early)
+
+    async def _exchange(
+        self, client: httpx2.AsyncClient, body: bytes, watchdog: Watchdog
+    ) -> _Failure | None:
         config, normalizer = self.config, self.normalizer
         headers = config.headers()
-        async with client.stream("POST", config.url, headers=headers, content=body) as response:
+        async with client.stream(
+            "POST", config.url, headers=headers, content=body, timeout=self._http_timeout
+        ) as response:
+            watchdog.on_bytes(trio.current_time())
             if response.status_code >= 400:
                 raw = await _read_limited(response, _ERROR_BODY_LIMIT)
                 raise parse_error_body(config.name, response.status_code, raw, response.headers)
@@ -315,30 +370,46 @@ class _Session:
             # aclosing: we stop reading at the terminator; the generator must not be left open.
             async with aclosing(response.aiter_bytes()) as chunks:
                 async for chunk in chunks:
-                    now = self._now()
-                    try:
-                        sse_events = decoder.feed(chunk)
-                    except ProtocolError as exc:
-                        await self._publish(normalizer.fail(str(exc), now))
-                        return
-                    if sse_events:
-                        await self._publish(normalizer.receive(sse_events, now))
-                        if normalizer.stopped:
-                            return
+                    now = trio.current_time()
+                    watchdog.on_bytes(now)
+                    sse_events = decoder.feed(chunk)  # a ProtocolError ends the attempt
+                    if not sse_events:
+                        continue
+                    before = normalizer.content_events
+                    events = normalizer.receive(sse_events, int((now - self._t0) * 1e9))
+                    if not normalizer.content_seen:
+                        if normalizer.stopped:  # an in-stream error before any content
+                            retry = normalizer.provider_error_type in RETRY_ERROR_TYPES
+                            stop = events[-1]
+                            assert type(stop) is Stop and stop.error_kind is not None
+                            return _Failure(stop.error_kind, stop.error or "", retry, None, events)
+                        continue  # nothing but usage so far: it goes out with stop
+                    if normalizer.content_events > before:
+                        watchdog.on_content(now)
+                    await self._publish(events)
+                    if normalizer.stopped:
+                        return None
             decoder.close()
-            await self._publish(normalizer.end_of_stream(self._now(), mid_event=decoder.truncated))
+            events = normalizer.end_of_stream(self._now(), mid_event=decoder.truncated)
+            if not normalizer.content_seen:  # ended before any content: as good as a drop
+                return _Failure("truncated", _stop_error(events), True, None, events)
+            await self._publish(events)
+            return None
+
+
+def _stop_error(events: list[Event]) -> str:
+    stop = events[-1]
+    assert type(stop) is Stop
+    return stop.error or ""
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _backoff(attempt: int, retry_after: float | None) -> float:
-    """Full jitter (AWS architecture blog): uniform in [0, min(cap, base·2^attempt)]."""
-    if retry_after is not None:
-        return min(retry_after, _BACKOFF_CAP)
-    return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
 
 
 async def _read_limited(response: httpx2.Response, limit: int) -> bytes:

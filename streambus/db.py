@@ -120,6 +120,8 @@ class SessionState:
                 "stop_reason": stop.reason,
                 "raw_stop_reason": stop.raw_reason,
                 "error": stop.error,
+                "error_kind": stop.error_kind,
+                "attempts": stop.attempts,
             }
             row |= msgspec.structs.asdict(self.latency.figures())  # final: computed once
         return row
@@ -181,14 +183,20 @@ def read_events(db: sqlite_utils.Database, session_id: str) -> Iterator[Event]:
 
 
 def refresh_figures(db: sqlite_utils.Database, session_id: str) -> None:
-    """Recompute a session's row and its events' gaps from its stored events."""
+    """Recompute a session's row and its events' gaps from its stored events.
+
+    Only the columns the table has are written: a migration calls this before later
+    migrations have added theirs.
+    """
     state = SessionState()
     gaps = []
     for event in read_events(db, session_id):
         gaps.append((state.add(event), session_id, event.seq))
+    columns = set(db["sessions"].columns_dict)
+    row = {k: v for k, v in state.row(session_id).items() if k in columns}
     with _transaction(db):
         db.conn.executemany("update events set gap_ns = ? where session_id = ? and seq = ?", gaps)
-        write(db, [state.row(session_id)], [])
+        write(db, [row], [])
 
 
 @contextmanager

@@ -13,14 +13,16 @@ Events are frozen: one batch is shared by every subscriber, so nobody may mutate
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, get_args
 
 import msgspec
 
 __all__ = [
+    "ERROR_KINDS",
     "STOP_REASONS",
     "Channel",
     "Delta",
+    "ErrorKind",
     "Event",
     "Start",
     "Stop",
@@ -37,6 +39,20 @@ StopReason: TypeAlias = Literal[
     "stop", "length", "tool_calls", "content_filter", "cancelled", "error"
 ]
 STOP_REASONS: Final = ("stop", "length", "tool_calls", "content_filter", "cancelled", "error")
+ErrorKind: TypeAlias = Literal[
+    "connect_timeout",
+    "first_token_timeout",
+    "idle_timeout",
+    "stall_timeout",
+    "total_timeout",
+    "connection",
+    "http",
+    "provider",
+    "protocol",
+    "truncated",
+    "internal",
+]
+ERROR_KINDS: Final[tuple[str, ...]] = get_args(ErrorKind)
 
 
 class _Base(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="type"):
@@ -123,12 +139,17 @@ class Stop(_Base, frozen=True, kw_only=True, gc=False, tag="stop"):
     """The session ended. Exactly one per session, always last: also on error and cancellation.
 
     ``reason`` is normalized; ``raw_reason`` is what the provider said (``end_turn``,
-    ``tool_calls``, …) or ``None`` when it said nothing; ``error`` explains reason ``error``.
+    ``tool_calls``, …) or ``None`` when it said nothing; ``error`` explains reason ``error``
+    in one line and ``error_kind`` classifies it for code (which timeout fired, a broken
+    connection, an HTTP error…). ``attempts`` counts the HTTP requests sent for this session:
+    more than 1 when retries happened before any content arrived.
     """
 
     reason: StopReason
     raw_reason: str | None = None
     error: str | None = None
+    error_kind: ErrorKind | None = None
+    attempts: int = 1
 
 
 Event: TypeAlias = Start | Delta | ToolDelta | ToolResult | Usage | Stop

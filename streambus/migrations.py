@@ -94,6 +94,22 @@ def m003_gap_index(db: sqlite_utils.Database) -> None:
     )
 
 
+@_migration
+def m004_error_kind_and_attempts(db: sqlite_utils.Database) -> None:
+    """What kind of error ended a session, and how many HTTP attempts it took (retries)."""
+    sessions = db["sessions"]
+    sessions.add_column("error_kind", str)  # type: ignore[union-attr]
+    sessions.add_column("attempts", int)  # type: ignore[union-attr]
+    # Recorded before retries were counted: each stop's payload still says (default 1).
+    db.execute(
+        "update sessions set "
+        "error_kind = (select json_extract(payload, '$.error_kind') from events "
+        "  where session_id = sessions.id and type = 'stop'), "
+        "attempts = (select coalesce(json_extract(payload, '$.attempts'), 1) from events "
+        "  where session_id = sessions.id and type = 'stop')"
+    )
+
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -222,9 +222,39 @@ def test_migrating_a_version_1_database_backfills_the_figures(tmp_path: Path) ->
     gaps = [g for (g,) in db.execute("select gap_ns from events order by seq")]
     assert gaps == [None, None, 1000, 1000, 1000, 1000, 1000, None, None]
     assert list(read_events(db, "old")) == events
+    assert (row["error_kind"], row["attempts"]) == (None, 1)
     open_db(path)  # idempotent: a second open applies nothing
     names = [r["name"] for r in db["_streambus_migrations"].rows]
     assert names == [m.__name__ for m in MIGRATIONS]
+
+
+def test_migrating_a_version_3_database_reads_kind_and_attempts_from_each_stop(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v3.db"
+    old = sqlite_utils.Database(path)
+    migrations = old["_streambus_migrations"]
+    migrations.create({"name": str, "applied_at": str}, pk="name")  # type: ignore[union-attr]
+    for migration in MIGRATIONS[:3]:
+        migration(old)
+        migrations.insert({"name": migration.__name__, "applied_at": "2026-01-01"})  # type: ignore[union-attr]
+    stops = {
+        # written before stop had error_kind and attempts
+        "before": '{"type":"stop","session":"before","seq":1,"t_ns":5,"reason":"error","error":"x"}',
+        "after": '{"type":"stop","session":"after","seq":1,"t_ns":5,"reason":"error",'
+        '"error":"y","error_kind":"idle_timeout","attempts":3}',
+    }
+    for sid, payload in [*stops.items(), ("running", None)]:
+        old["sessions"].insert({"id": sid, "provider": "sim", "model": "m", "status": "ok"})  # type: ignore[union-attr]
+        if payload is not None:
+            old["events"].insert(  # type: ignore[union-attr]
+                {"session_id": sid, "seq": 1, "t_ns": 5, "type": "stop", "payload": payload}
+            )
+    old.conn.close()
+
+    db = open_db(path)
+    got = db.execute("select id, error_kind, attempts from sessions order by id").fetchall()
+    assert got == [("after", "idle_timeout", 3), ("before", None, 1), ("running", None, None)]
 
 
 async def test_no_credential_is_ever_stored(tmp_path: Path) -> None:

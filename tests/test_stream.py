@@ -153,7 +153,8 @@ async def test_total_timeout_ends_a_stalled_stream(sim: Simulator) -> None:
     with trio.fail_after(10):
         _, events = await run(openai_at(sim.base_url), request(fault=fault), timeout=0.5)
     stop = assert_session(events)
-    assert stop.error == "timed out: the total timeout of 0.5 s ran out"
+    assert stop.error == "total timeout: the 0.5 s budget ran out"
+    assert stop.error_kind == "total_timeout" and stop.attempts == 1
     assert sum(isinstance(e, Delta) for e in events) == 2
 
 
@@ -302,7 +303,9 @@ async def test_the_total_timeout_names_the_last_error_while_retrying(sim: Simula
     stop = assert_session(events)
     assert stop.error is not None
     assert stop.error.startswith("openai returned HTTP 503: Busy")
-    assert stop.error.endswith("(no time left to retry within the 0.5 s timeout)")
+    assert "(no time left to retry within the 0.5 s timeout)" in stop.error
+    assert stop.error.endswith(f"(gave up after {stop.attempts} attempts)")
+    assert stop.error_kind == "http" and stop.attempts >= 2
     assert stop.t_ns < 0.5e9  # it did not sleep into the timeout first
 
 
@@ -336,6 +339,7 @@ async def test_a_timeout_during_a_retry_names_the_error_that_caused_it() -> None
         nursery.cancel_scope.cancel()
     stop = assert_session(events)
     assert stop.error == (
-        "timed out: the total timeout of 0.5 s ran out after 2 attempts "
+        "total timeout: the 0.5 s budget ran out after 2 attempts "
         "(last: openai returned HTTP 503: Overloaded (server_error))"
     )
+    assert stop.error_kind == "total_timeout" and stop.attempts == 2

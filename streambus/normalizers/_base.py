@@ -4,6 +4,10 @@ A normalizer is a pure state machine for one session: decoded SSE events and the
 arrived go in, typed streambus events come out. It owns ``seq`` so numbering has no gaps, and it
 guarantees the session's contract: ``start`` first, exactly one ``stop`` last, nothing after.
 It never reads a clock: the caller passes ``t_ns``.
+
+One session may take several HTTP attempts (retries). The caller announces each with
+:meth:`begin_attempt`; an attempt that failed before any content published nothing, so the next
+one starts from the same ``seq`` as if the failure never happened, and ``stop`` counts them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from streambus.errors import LocalProtocolError
 from streambus.events import (
     Channel,
     Delta,
+    ErrorKind,
     Event,
     Start,
     Stop,
@@ -76,6 +81,11 @@ class Normalizer:
         self._cached_tokens: int | None = None
         self._reasoning_tokens: int | None = None
         self._have_usage = False
+        self._attempts = 0
+        self._attempt_seq = 0
+        self._content = 0  # content events (delta, tool_delta) emitted, across attempts
+        self.provider_error_type: str | None = None
+        """The ``type`` (or ``code``) of an in-stream provider error that ended the session."""
 
     # -- the session's life cycle -------------------------------------------------------------
 
@@ -83,6 +93,47 @@ class Normalizer:
     def stopped(self) -> bool:
         """True once ``stop`` was emitted; the normalizer accepts nothing more."""
         return self._stopped
+
+    @property
+    def content_seen(self) -> bool:
+        """True once a ``delta`` or ``tool_delta`` was emitted: from then on, never retry."""
+        return self._content > 0
+
+    @property
+    def content_events(self) -> int:
+        """How many ``delta`` and ``tool_delta`` events were emitted so far."""
+        return self._content
+
+    @property
+    def attempts(self) -> int:
+        """How many times :meth:`begin_attempt` was called."""
+        return self._attempts
+
+    def begin_attempt(self) -> None:
+        """A new HTTP attempt begins: forget the last one, and count it for ``stop.attempts``."""
+        if not self._started:
+            raise LocalProtocolError("begin_attempt() before start()")
+        self._rewind()
+        self._attempts += 1
+
+    def _rewind(self) -> None:
+        """Forget whatever the current attempt said (the caller published none of it).
+
+        Allowed only while no content was emitted: what a failed attempt produced before
+        content (at most a ``usage`` and an error ``stop``) is discarded by the caller, so the
+        numbering continues from where the first attempt began, without a gap.
+        """
+        if self._content:
+            raise LocalProtocolError("cannot retry a session after content was emitted")
+        if self._attempts == 0:
+            self._attempt_seq = self._seq
+        self._seq = self._attempt_seq
+        self._stopped = False
+        self._raw_reason = None
+        self._in_tokens = self._out_tokens = self._cached_tokens = self._reasoning_tokens = None
+        self._have_usage = False
+        self.provider_error_type = None
+        self._reset_attempt()
 
     def start(
         self,
@@ -125,8 +176,8 @@ class Normalizer:
         duration_ns: int,
     ) -> ToolResult:
         """A ``tool_result`` of this session (published by the caller right after ``start``)."""
-        if not self._started or self._stopped:
-            raise LocalProtocolError("tool results belong between start and stop")
+        if not self._started or self._stopped or self._attempts:
+            raise LocalProtocolError("tool results belong after start, before any attempt")
         return ToolResult(
             session=self.session,
             seq=self._next(),
@@ -158,13 +209,14 @@ class Normalizer:
         if self._stopped:
             return []
         where = "mid-event, before" if mid_event else "before"
-        return self._finish("error", t_ns, error=f"stream ended {where} {self.terminator}")
+        error = f"stream ended {where} {self.terminator}"
+        return self._finish("error", t_ns, error=error, error_kind="truncated")
 
-    def fail(self, error: str, t_ns: int) -> list[Event]:
+    def fail(self, error: str, t_ns: int, kind: ErrorKind) -> list[Event]:
         """End the session with reason ``error`` (transport failure, bad bytes, timeout)."""
         if self._stopped:
             return []
-        return self._finish("error", t_ns, error=error)
+        return self._finish("error", t_ns, error=error, error_kind=kind)
 
     def cancel(self, t_ns: int) -> list[Event]:
         """End the session with reason ``cancelled`` (Ctrl-C, a cancel scope, a stop button)."""
@@ -177,6 +229,9 @@ class Normalizer:
     def _receive_one(self, sse: ServerSentEvent, t_ns: int, out: list[Event]) -> None:
         raise NotImplementedError
 
+    def _reset_attempt(self) -> None:
+        """Subclasses forget their per-stream state here (nothing of it was published)."""
+
     def _next(self) -> int:
         seq = self._seq
         self._seq = seq + 1
@@ -185,6 +240,7 @@ class Normalizer:
     def _delta(
         self, text: str, t_ns: int, channel: Channel = "text", signature: str | None = None
     ) -> Delta:
+        self._content += 1
         return Delta(
             session=self.session,
             seq=self._next(),
@@ -197,6 +253,7 @@ class Normalizer:
     def _tool_delta(
         self, index: int, t_ns: int, *, id: str | None, name: str | None, arguments: str
     ) -> ToolDelta:
+        self._content += 1
         return ToolDelta(
             session=self.session,
             seq=self._next(),
@@ -233,6 +290,7 @@ class Normalizer:
         *,
         raw_reason: str | None = None,
         error: str | None = None,
+        error_kind: ErrorKind | None = None,
     ) -> list[Event]:
         """Emit the pending usage (so a cut stream keeps it) and the one final ``stop``."""
         out: list[Event] = []
@@ -256,6 +314,8 @@ class Normalizer:
                 reason=reason,
                 raw_reason=raw_reason if raw_reason is not None else self._raw_reason,
                 error=error,
+                error_kind=error_kind,
+                attempts=max(self._attempts, 1),
             )
         )
         self._stopped = True

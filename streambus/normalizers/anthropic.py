@@ -94,13 +94,18 @@ class AnthropicNormalizer(Normalizer):
         self._tool_blocks: dict[int, _ToolBlock] = {}  # content-block index -> tool call
         self._n_calls = 0
 
+    def _reset_attempt(self) -> None:
+        self._tool_blocks.clear()
+        self._n_calls = 0
+
     def _receive_one(self, sse: ServerSentEvent, t_ns: int, out: list[Event]) -> None:
         if sse.event == "ping":
             return
         try:
             event = _decode_event(sse.data)
         except msgspec.DecodeError as exc:
-            out.extend(self._finish("error", t_ns, error=f"malformed event from server: {exc}"))
+            error = f"malformed event from server: {exc}"
+            out.extend(self._finish("error", t_ns, error=error, error_kind="protocol"))
             return
         kind = event.type or sse.event
         if kind == "content_block_delta":
@@ -126,7 +131,8 @@ class AnthropicNormalizer(Normalizer):
         elif kind == "error":
             err = event.error or _Error()
             message = describe_error(self.provider, err.message, err.type, None)
-            out.extend(self._finish("error", t_ns, error=message))
+            self.provider_error_type = err.type
+            out.extend(self._finish("error", t_ns, error=message, error_kind="provider"))
         # anything else (ping, new event types) is ignored on purpose
 
     def _receive_usage(self, usage: _Usage) -> None:

@@ -90,6 +90,10 @@ class OpenAINormalizer(Normalizer):
         self._calls: dict[int, _CallState] = {}
         self._n_calls = 0
 
+    def _reset_attempt(self) -> None:
+        self._calls.clear()
+        self._n_calls = 0
+
     def _receive_one(self, sse: ServerSentEvent, t_ns: int, out: list[Event]) -> None:
         data = sse.data
         if data == "[DONE]":
@@ -98,12 +102,14 @@ class OpenAINormalizer(Normalizer):
         try:
             chunk = _decode_chunk(data)
         except msgspec.DecodeError as exc:
-            out.extend(self._finish("error", t_ns, error=f"malformed chunk from server: {exc}"))
+            error = f"malformed chunk from server: {exc}"
+            out.extend(self._finish("error", t_ns, error=error, error_kind="protocol"))
             return
         if chunk.error is not None:
             err = chunk.error
             message = describe_error(self.provider, err.message, err.type, err.code)
-            out.extend(self._finish("error", t_ns, error=message))
+            self.provider_error_type = err.type or (str(err.code) if err.code else None)
+            out.extend(self._finish("error", t_ns, error=message, error_kind="provider"))
             return
         if chunk.usage is not None:
             u = chunk.usage

@@ -1,0 +1,100 @@
+"""The five ways a stream can take too long, each with its own budget and its own name.
+
+- ``connect``: opening the connection (TCP and TLS).
+- ``first_token``: from sending the request to the first content event (``delta`` or
+  ``tool_delta``). Generous by default: reasoning models think for minutes before they speak.
+- ``idle``: no bytes at all for this long, in any phase (waiting for the headers included).
+- ``stall``: once content has begun, no content event for this long. Keep-alive comments and
+  ``ping`` events are bytes but not content, so they do not reset it: a stream kept "alive" by
+  pings ends here instead of hanging for hours.
+- ``total``: the whole session, every attempt and back-off included.
+
+``None`` turns a budget off. Each one that fires ends the session with a ``stop`` of reason
+``error`` whose ``error_kind`` names it (``connect_timeout``, ``first_token_timeout``, …).
+
+:class:`Watchdog` turns idle, first-token and stall into one cancel scope's deadline, moved as
+bytes and content arrive: no extra task, no timer per chunk.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import msgspec
+import trio
+
+from streambus.events import ErrorKind
+
+__all__ = ["DEFAULT_TIMEOUTS", "Timeouts", "Watchdog"]
+
+
+class Timeouts(msgspec.Struct, frozen=True, kw_only=True):
+    """Seconds for each budget; ``None`` for no limit. See the module docstring."""
+
+    connect: float | None = 10.0
+    first_token: float | None = 600.0
+    idle: float | None = 600.0
+    stall: float | None = 120.0
+    total: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"the {name} timeout must be a positive number of seconds")
+
+
+DEFAULT_TIMEOUTS: Final = Timeouts()
+
+
+def _limit(value: float | None) -> float:
+    return math.inf if value is None else value
+
+
+class Watchdog:
+    """One attempt's idle, first-token and stall deadlines as one cancel scope's deadline.
+
+    The caller runs the attempt inside :attr:`scope` and reports what arrives: :meth:`on_bytes`
+    for every network read, :meth:`on_content` when a read held content. When the scope's
+    deadline passes, :meth:`fired` says which budget ran out, in one line.
+    """
+
+    __slots__ = ("_content_at", "_idle_at", "content_seen", "host", "scope", "timeouts")
+
+    def __init__(self, timeouts: Timeouts, host: str, now: float) -> None:
+        """``now`` is when the attempt began: the request is about to be sent."""
+        self.timeouts = timeouts
+        self.host = host
+        self.content_seen = False
+        self._idle_at = now + _limit(timeouts.idle)
+        self._content_at = now + _limit(timeouts.first_token)
+        self.scope = trio.CancelScope(deadline=min(self._idle_at, self._content_at))
+
+    def on_bytes(self, now: float) -> None:
+        """Bytes arrived (any bytes: a keep-alive counts here, nowhere else)."""
+        self._idle_at = now + _limit(self.timeouts.idle)
+        self.scope.deadline = min(self._idle_at, self._content_at)
+
+    def on_content(self, now: float) -> None:
+        """A content event arrived: the stall budget starts again."""
+        self.content_seen = True
+        self._content_at = now + _limit(self.timeouts.stall)
+        self.scope.deadline = min(self._idle_at, self._content_at)
+
+    def fired(self) -> tuple[ErrorKind, str]:
+        """Which budget ran out (the earlier deadline), as an error kind and a message."""
+        t = self.timeouts
+        if self._idle_at <= self._content_at:
+            return "idle_timeout", f"idle timeout: {self.host} sent no bytes for {t.idle:g} s"
+        if self.content_seen:
+            return (
+                "stall_timeout",
+                f"stall timeout: no content from {self.host} for {t.stall:g} s "
+                "(keep-alives do not count)",
+            )
+        return (
+            "first_token_timeout",
+            f"first-token timeout: no content from {self.host} within {t.first_token:g} s "
+            "of the request",
+        )
