@@ -240,7 +240,8 @@ def test_migrating_a_version_3_database_reads_kind_and_attempts_from_each_stop(
         migrations.insert({"name": migration.__name__, "applied_at": "2026-01-01"})  # type: ignore[union-attr]
     stops = {
         # written before stop had error_kind and attempts
-        "before": '{"type":"stop","session":"before","seq":1,"t_ns":5,"reason":"error","error":"x"}',
+        "before": '{"type":"stop","session":"before","seq":1,"t_ns":5,"reason":"error",'
+        '"error":"x"}',
         "after": '{"type":"stop","session":"after","seq":1,"t_ns":5,"reason":"error",'
         '"error":"y","error_kind":"idle_timeout","attempts":3}',
     }
