@@ -318,6 +318,11 @@ class Bus:
         the full ones (a slow lossless subscriber: backpressure). So one stuck subscriber
         never keeps a batch (the final ``stop``, say) from the others. Not a checkpoint when
         nobody is full.
+
+        All or nothing: a batch that some subscriber took reaches every other one too, also
+        when the publisher is cancelled while waiting (the delivery then finishes shielded,
+        within ``grace``; a subscriber still full after that is failed and dropped rather
+        than left with a gap). Cancellation is raised afterwards.
         """
         batch = events if type(events) is tuple else tuple(events)
         if self._closed:
@@ -332,11 +337,45 @@ class Bus:
                 full.append(sub)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._forget(sub)
-        for sub in full:
+        for i, sub in enumerate(full):
             try:
                 await sub._send.send(batch)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._forget(sub)
+            except trio.Cancelled:
+                with trio.CancelScope(shield=True):
+                    await self._deliver_late(batch, full[i:])
+                raise
+
+    async def _deliver_late(self, batch: Batch, subs: list[Subscription]) -> None:
+        """Finish delivering a batch others already have, within ``grace``; fail whoever is
+        still full then (a gap in what it saw would be worse than its end)."""
+        late = []
+        with trio.move_on_after(self.grace):
+            for i, sub in enumerate(subs):
+                try:
+                    await sub._send.send(batch)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._forget(sub)
+                except trio.Cancelled:  # the grace ran out: the others may still have room
+                    late = subs[i:]
+                    raise
+        for sub in late:
+            try:
+                sub._send.send_nowait(batch)
+                continue
+            except trio.WouldBlock:
+                pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._forget(sub)
+            if sub in self._subscriptions:
+                error = TimeoutError(f"took no events for {self.grace:g} s during cancellation")
+                sub.failure = SubscriberFailure(sub.name, error)
+                self.failures.append(sub.failure)
+                logger.error("%s", sub.failure)
+                self._forget(sub)
+                sub._send.close()
+                sub._scope.cancel()
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -411,6 +450,25 @@ def _maybe_async(fn: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
     return call
 
 
+_GATHER_LIMIT: Final = 10_000
+
+
+def _gather(batch: Batch, receive_nowait: Callable[[], Batch]) -> Batch:
+    """``batch`` and the batches pending behind it, as one (up to about ``_GATHER_LIMIT``)."""
+    parts = [batch]
+    size = len(batch)
+    while size < _GATHER_LIMIT:
+        try:
+            more = receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            break
+        parts.append(more)
+        size += len(more)
+    if len(parts) == 1:
+        return batch
+    return tuple(event for part in parts for event in part)
+
+
 def _deliverer(handler: Any) -> _Deliver:
     """Build the loop that feeds one subscriber, resolving its methods once, not per event."""
     on_events = getattr(handler, "on_events", None)
@@ -442,6 +500,9 @@ def _deliverer(handler: Any) -> _Deliver:
 
     async def deliver(sub: Subscription) -> None:
         receive = sub._receive.receive
+        # A batch taker gets everything pending at once: a subscriber whose every call costs
+        # (the recorder writes to disk) then catches up in one call instead of falling behind.
+        gather = getattr(sub._receive, "receive_nowait", None) if on_events is not None else None
         deadline = math.inf
         while True:
             with trio.move_on_at(deadline) as timer:
@@ -449,6 +510,8 @@ def _deliverer(handler: Any) -> _Deliver:
                     batch = await receive()
                 except (trio.EndOfChannel, trio.ClosedResourceError):
                     break
+            if gather is not None and not timer.cancelled_caught:
+                batch = _gather(batch, gather)
             if timer.cancelled_caught:
                 assert flush_async is not None
                 await flush_async()

@@ -252,12 +252,12 @@ class _Session:
             await self._publish([start, *results])
             with trio.move_on_at(self._deadline) as scope:
                 await self._attempts(client)
-        except (trio.Cancelled, KeyboardInterrupt):
-            await self._publish_final(self.normalizer.cancel(self._now()))
-            raise
-        except BaseException as exc:  # a bug: still end the session before propagating
-            message = f"internal error: {type(exc).__name__}: {exc}"
-            await self._publish_final(self.normalizer.fail(message, self._now(), "internal"))
+        except BaseException as exc:
+            if _is_cancellation(exc):
+                await self._publish_final(self.normalizer.cancel(self._now()))
+            else:  # a bug: still end the session before propagating
+                message = f"internal error: {type(exc).__name__}: {exc}"
+                await self._publish_final(self.normalizer.fail(message, self._now(), "internal"))
             raise
         if scope.cancelled_caught:
             stop = self.normalizer.fail(self._timed_out(), self._now(), "total_timeout")
@@ -395,6 +395,16 @@ class _Session:
                 return _Failure("truncated", _stop_error(events), True, None, events)
             await self._publish(events)
             return None
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """Cancelled or Ctrl-C, also inside a group: trio's ``open_tcp_stream`` raises a group of
+    ``Cancelled`` when cancelled while connecting."""
+    if isinstance(exc, trio.Cancelled | KeyboardInterrupt):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(lambda e: isinstance(e, trio.Cancelled | KeyboardInterrupt)) is not None
+    return False
 
 
 def _stop_error(events: list[Event]) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 import trio
+import trio.testing
 
 from streambus import Delta, Event, Start, Stop, ToolDelta, Usage, open_bus
 from streambus.bus import Batch
@@ -87,7 +88,32 @@ async def test_batches_arrive_whole_and_shared() -> None:
         bus.subscribe(BatchTaker())
         for batch in published:
             await bus.publish(batch)
+            await trio.testing.wait_all_tasks_blocked()  # taken before the next one comes
     assert seen == published
+    assert all(got is sent for got, sent in zip(seen, published, strict=True))  # not copied
+
+
+async def test_a_batch_taker_catches_up_in_one_call(autojump_clock: trio.abc.Clock) -> None:
+    """Batches pending behind each other reach ``on_events`` together, whole and in order:
+    a subscriber whose every call costs (the recorder's disk write) never falls behind."""
+    events = make_session(40)
+    seen: list[Batch] = []
+
+    class SlowTaker:
+        async def on_events(self, batch: Sequence[Event]) -> None:
+            seen.append(tuple(batch))
+            await trio.sleep(1)
+
+    published = [tuple(b) for b in batches_of(events, 3)]
+    async with open_bus() as bus:
+        bus.subscribe(SlowTaker())
+        await bus.publish(published[0])
+        await trio.testing.wait_all_tasks_blocked()  # it took the first and is busy with it
+        for batch in published[1:]:
+            await bus.publish(batch)
+    assert [e for batch in seen for e in batch] == events
+    assert len(seen) == 2  # the first batch, then all the others at once
+    assert seen[0] == published[0]
 
 
 async def test_a_failing_subscriber_is_isolated_and_reported(
@@ -394,3 +420,57 @@ async def test_aclose_from_inside_a_subscriber_and_twice(autojump_clock: trio.ab
         await bus.aclose()  # the second call: returns only once everyone drained
         assert sorted(handled) == [7, 7]
     assert trio.current_time() - start == pytest.approx(1, abs=0.1)
+
+
+async def test_a_publisher_cancelled_while_waiting_still_delivers_to_everyone(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """All or nothing: a batch the fast subscriber got also reaches the slow one."""
+    events = make_session(6)
+    fast: list[Event] = []
+    slow: list[Event] = []
+    release = trio.Event()
+
+    async def slow_handler(event: Event) -> None:
+        await release.wait()
+        slow.append(event)
+
+    async def release_later() -> None:
+        await trio.sleep(2)  # after the cancellation, within the bus's grace
+        release.set()
+
+    async with open_bus(buffer=1) as bus, trio.open_nursery() as nursery:
+        bus.subscribe(fast.append)
+        bus.subscribe(slow_handler)
+        nursery.start_soon(release_later)
+        with trio.move_on_after(1) as scope:
+            for event in events:
+                await bus.publish([event])  # the slow mailbox fills: this waits
+        assert scope.cancelled_caught
+        assert trio.current_time() == pytest.approx(2)  # it finished delivering first
+    assert fast == slow == events[: len(fast)]
+    assert 0 < len(fast) < len(events)
+    assert not bus.failures
+
+
+async def test_a_subscriber_stuck_past_the_grace_is_failed_rather_than_left_with_a_gap(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    events = make_session(6)
+    stuck: list[Event] = []
+
+    async def stuck_handler(event: Event) -> None:
+        stuck.append(event)
+        await trio.sleep_forever()
+
+    async with open_bus(buffer=1, grace=2) as bus:
+        bus.subscribe(stuck_handler, name="stuck")
+        with trio.move_on_after(1):
+            for event in events:
+                await bus.publish([event])
+        started = trio.current_time()
+    assert trio.current_time() - started <= 2 + 1e-9
+    assert [str(f) for f in bus.failures] == [
+        "subscriber 'stuck' failed: TimeoutError: took no events for 2 s during cancellation"
+    ]
+    assert stuck == events[:1]

@@ -8,6 +8,7 @@ import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx2
 import pytest
 import trio
 
@@ -343,3 +344,28 @@ async def test_a_timeout_during_a_retry_names_the_error_that_caused_it() -> None
         "(last: openai returned HTTP 503: Overloaded (server_error))"
     )
     assert stop.error_kind == "total_timeout" and stop.attempts == 2
+
+
+class _ConnectingTransport(httpx2.AsyncBaseTransport):
+    """Connects the way trio's open_tcp_stream does: in a nursery of attempts."""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        async with trio.open_nursery() as attempts:
+            attempts.start_soon(trio.sleep_forever)
+            attempts.start_soon(trio.sleep_forever)
+        raise AssertionError("unreachable")
+
+
+async def test_cancelled_while_connecting_is_a_cancelled_stop_not_an_internal_error(
+    autojump_clock: Any,
+) -> None:
+    """Cancelling a nursery of connection attempts raises a *group* of Cancelled."""
+    seen: list[Event] = []
+    async with httpx2.AsyncClient(transport=_ConnectingTransport()) as client:
+        with trio.move_on_after(1) as scope:
+            async with open_bus() as bus:
+                bus.subscribe(seen.append)
+                await stream(bus, "hi", provider=openai_at("http://x/v1"), client=client)
+    assert scope.cancelled_caught
+    stop = assert_session(seen)
+    assert (stop.reason, stop.error, stop.error_kind) == ("cancelled", None, None)
