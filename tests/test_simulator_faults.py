@@ -9,8 +9,10 @@ are the only ones that wait, for fractions of a second.
 
 from __future__ import annotations
 
+import gzip
 import json
 import tracemalloc
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -140,6 +142,14 @@ def dechunked(raw: bytes) -> bytes:
     chunks, cut = dechunk(rest)
     assert cut is None
     return b"".join(chunks)
+
+
+def dechunked_or_whole(raw: bytes) -> bytes:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    (length,) = [line.split(b": ")[1] for line in lines if line.startswith(b"content-length")]
+    assert len(body) == int(length)
+    return body
 
 
 def open_connections() -> int:
@@ -319,12 +329,15 @@ async def test_arguments_phase_without_tool_calls(sim: Simulator, provider: str)
 # --- cut_chunk: the framing itself ----------------------------------------------------------
 
 
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzip"])
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_cut_chunk_announces_more_than_it_sends(sim: Simulator, provider: str) -> None:
+async def test_cut_chunk_announces_more_than_it_sends(
+    sim: Simulator, provider: str, gzipped: bool
+) -> None:
     body = request_body(provider)
     events = blocks(dechunked(await exchange(sim, provider, body)))
     at = strike_at(provider, "text", events)
-    raw = await exchange(sim, provider, body, fault_at("text", "cut_chunk"))
+    raw = await exchange(sim, provider, body, fault_at("text", "cut_chunk"), gzip=gzipped)
     head, _, rest = raw.partition(b"\r\n\r\n")
     assert b"transfer-encoding: chunked" in head.lower()
     chunks, cut = dechunk(rest)
@@ -332,8 +345,13 @@ async def test_cut_chunk_announces_more_than_it_sends(sim: Simulator, provider: 
     announced, partial = cut
     assert 0 < len(partial) < announced
     upcoming = events[at]
-    assert announced == len(upcoming)
-    got = b"".join(chunks) + partial
+    if gzipped:
+        unpack = zlib.decompressobj(wbits=31)
+        got = b"".join(unpack.decompress(chunk) for chunk in [*chunks, partial])
+        assert not unpack.eof
+    else:
+        got = b"".join(chunks) + partial
+        assert announced == len(upcoming)
     assert got == b"".join(events[:at]) + upcoming[: len(upcoming) // 2]
 
 
@@ -563,6 +581,74 @@ async def test_anthropic_sdk_sees_the_overloaded_error_before_content(
             ) as stream:
                 async for _ in stream:
                     pass
+
+
+# --- gzip -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_gzip_stream_is_flushed_event_by_event(sim: Simulator, provider: str) -> None:
+    body = request_body(provider)
+    events = blocks(dechunked(await exchange(sim, provider, body)))
+    raw = await exchange(sim, provider, body, gzip=True)
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"\r\ncontent-encoding: gzip\r\n" in head.lower()
+    assert b"content-length" not in head.lower()
+    chunks, cut = dechunk(rest)
+    assert cut is None and chunks[0].startswith(b"\x1f\x8b")
+    unpack = zlib.decompressobj(wbits=31)
+    # Each chunk decompresses on its own to exactly one event: nothing waits in the encoder.
+    assert [unpack.decompress(chunk) for chunk in chunks[:-1]] == events
+    assert unpack.decompress(chunks[-1]) == b"" and unpack.eof  # the gzip trailer
+
+    plain, _ = await fetch(sim, provider, body)
+    sim.config = msgspec.structs.replace(FAST, gzip=True)
+    async with (
+        http() as client,
+        client.stream("POST", sim.url + PATHS[provider], json=body) as response,
+    ):
+        decoded = b"".join([piece async for piece in response.aiter_bytes()])
+        assert response.headers["content-encoding"] == "gzip"
+    assert decoded == plain == b"".join(events)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_gzip_whole_bodies(sim: Simulator, provider: str) -> None:
+    body = {**request_body(provider), "stream": False}
+    plain = dechunked_or_whole(await exchange(sim, provider, body))
+    packed = dechunked_or_whole(await exchange(sim, provider, body, gzip=True))
+    assert gzip.decompress(packed) == plain
+    async with http() as client:
+        error = Fault(kind="http_error", status=429)
+        sim.config = msgspec.structs.replace(FAST, fault=error, gzip=True)
+        response = await client.post(sim.url + PATHS[provider], json=body)
+    assert response.status_code == 429 and response.headers["content-encoding"] == "gzip"
+    assert response.json()["error"]["message"] == "simulated failure"
+
+
+async def test_official_sdks_read_gzip_streams(sim: Simulator) -> None:
+    sim.config = msgspec.structs.replace(FAST, gzip=True)
+    async with openai.AsyncOpenAI(
+        base_url=sim.base_url, api_key="x", max_retries=0, http_client=http()
+    ) as client:
+        stream = await client.chat.completions.create(
+            model="sim-1", messages=[{"role": "user", "content": EN_PROMPT}], stream=True
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        whole = await client.chat.completions.create(
+            model="sim-1", messages=[{"role": "user", "content": EN_PROMPT}]
+        )
+    assert text and text == whole.choices[0].message.content
+    async with (
+        anthropic.AsyncAnthropic(
+            base_url=sim.anthropic_base_url, api_key="x", max_retries=0, http_client=http()
+        ) as claude,
+        claude.messages.stream(
+            model="sim-1", max_tokens=1024, messages=[{"role": "user", "content": EN_PROMPT}]
+        ) as message_stream,
+    ):
+        message = await message_stream.get_final_message()
+    assert message.content[0].type == "text" and message.content[0].text == text
 
 
 # --- the command-line form ------------------------------------------------------------------

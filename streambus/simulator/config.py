@@ -146,7 +146,8 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     ``tokens_per_second`` 0 means no delay at all (tests); ``jitter`` is the fraction by which
     each delay varies, drawn from a generator seeded by ``seed`` and the request, so the same
-    request paces the same way every time.
+    request paces the same way every time. ``gzip`` sends every answer gzip-encoded (streams
+    flushed per event), whatever the request's ``accept-encoding``.
     """
 
     seed: int = 0
@@ -157,6 +158,7 @@ class SimulatorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: str = "sim-1"
     fault: Fault | None = None
     include_reasoning: bool = False
+    gzip: bool = False
 
     def __post_init__(self) -> None:
         if self.chunk_tokens < 1:

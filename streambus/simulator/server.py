@@ -27,7 +27,7 @@ import msgspec
 import trio
 
 from . import anthropic_api, openai_api
-from ._http import Disconnect, HTTPRequest, HTTPResponse, serve_http
+from ._http import Disconnect, HTTPRequest, HTTPResponse, gzip_response, serve_http
 from .config import Fault, SimulatorConfig, merge_config
 from .plan import BadRequest, derive_id, make_plan, request_key
 
@@ -113,7 +113,8 @@ class Simulator:
             except (msgspec.ValidationError, ValueError) as exc:
                 return _error(provider, 400, f"simulator: {exc}", request_id=request_id)
         config = self._count_strike(body, config)
-        return await self._answer(provider, body, config, request_id)
+        response = await self._answer(provider, body, config, request_id)
+        return gzip_response(response) if config.gzip else response
 
     def _count_strike(self, body: Any, config: SimulatorConfig) -> SimulatorConfig:
         """``config``, without its fault once it struck ``times`` requests of this body."""
