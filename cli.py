@@ -214,9 +214,10 @@ def cli() -> None:
 @click.option("--sim-tps", type=float, help="Simulator: tokens per second (0 = no delay).")
 @click.option(
     "--sim-fault",
-    metavar="KIND[:N]",
-    help="Simulator: inject a fault: http_error:STATUS, or disconnect:N, stall:N, "
-    "malformed_json:N, error_event:N (after N content events), or no_done.",
+    metavar="FAULT",
+    help="Simulator: inject a fault, written KIND[:N][@PHASE][xTIMES], e.g. http_error:529x2 "
+    "(the first 2 attempts get 529), disconnect:5 (after 5 content events), stall@headers, "
+    "ping_stall@arguments, cut_chunk@terminator. Kinds and phases: docs/simulator.md.",
 )
 def run(
     prompt: str | None,
@@ -468,8 +469,8 @@ def _exit_code(
 @click.option("--reasoning", is_flag=True, help="Stream reasoning (thinking) before the answer.")
 @click.option(
     "--fault",
-    metavar="KIND[:N]",
-    help="Inject a fault into every response (see streambus run --sim-fault).",
+    metavar="FAULT",
+    help="Inject a fault: KIND[:N][@PHASE][xTIMES] (see run --sim-fault).",
 )
 @click.option("--retry-after", type=float, help="With --fault http_error: a retry-after header.")
 @click.option("--stall-seconds", type=float, default=3600, show_default=True, help="For stall.")

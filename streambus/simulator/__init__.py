@@ -17,17 +17,27 @@ from ._http import (
     serve_canned,
     serve_http,
 )
-from .config import FAULT_KINDS, Fault, FaultKind, SimulatorConfig, parse_fault
+from .config import (
+    FAULT_KINDS,
+    FAULT_PHASES,
+    Fault,
+    FaultKind,
+    FaultPhase,
+    SimulatorConfig,
+    parse_fault,
+)
 from .server import Simulator, open_simulator, serve
 from .thread import SimulatorThread, start_in_thread
 
 __all__ = [
     "FAULT_KINDS",
+    "FAULT_PHASES",
     "Canned",
     "CannedServer",
     "Disconnect",
     "Fault",
     "FaultKind",
+    "FaultPhase",
     "HTTPRequest",
     "HTTPResponse",
     "Simulator",

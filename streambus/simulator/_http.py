@@ -6,14 +6,16 @@ A framework would hide exactly the bytes we want to control.
 
 One task per connection: read a request (body read fully), call the handler, write the
 response, repeat while keep-alive holds. A streamed body is sent with chunked transfer
-encoding, one chunk per item. While a response is being written a watcher reads the socket,
-so a client that hangs up during a long pause (a stall fault) ends the response at once.
+encoding, one chunk per item. While the handler runs and its response is being written a
+watcher reads the socket, so a client that hangs up during a long pause (a stall fault, even
+one before the response head) ends the exchange at once.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ __all__ = [
     "HTTPResponse",
     "Handler",
     "canned_handler",
+    "gzip_response",
     "serve_canned",
     "serve_http",
 ]
@@ -42,11 +45,19 @@ _SERVER_HEADER = ("server", "streambus-simulator")
 
 
 class Disconnect(Exception):
-    """Raised by a response body iterator to drop the connection mid-body.
+    """Raised by a response body iterator (or the handler itself) to drop the connection.
 
     The socket is closed without the terminating chunk, so the client sees a truncated body,
-    exactly like a provider connection that broke.
+    exactly like a provider connection that broke; raised by the handler, the client gets no
+    response byte at all. With ``partial``, a chunked body ends instead with a chunk cut in
+    the middle: written raw past h11's framing, a chunk-size line announcing
+    ``len(partial) + missing`` bytes (at least one more than follow), then only ``partial``.
     """
+
+    def __init__(self, partial: bytes = b"", *, missing: int = 0) -> None:
+        super().__init__("connection dropped on purpose")
+        self.partial = partial
+        self.missing = max(missing, 1) if partial else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +105,7 @@ class _Connection:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
         self.peer_gone = False
         self.aborted = False
+        self.chunked = False
 
     async def run(self) -> None:
         try:
@@ -108,8 +120,7 @@ class _Connection:
                     return
                 if request is None:
                     return
-                response = await self._call_handler(request)
-                await self._send_response(response)
+                await self._respond(functools.partial(self._call_handler, request))
                 if self.peer_gone or self.aborted or self.conn.our_state is not h11.DONE:
                     return
                 if self.conn.their_state is not h11.DONE:
@@ -153,6 +164,8 @@ class _Connection:
     async def _call_handler(self, request: HTTPRequest) -> HTTPResponse:
         try:
             return await self.handler(request)
+        except Disconnect:
+            raise
         except Exception:
             log.exception("simulator handler failed for %s %s", request.method, request.path)
             return _json_error(500, "internal simulator error")
@@ -165,19 +178,25 @@ class _Connection:
     async def _send_simple(self, response: HTTPResponse) -> None:
         if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        with suppress(trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
-            await self._send_response(response)
 
-    async def _send_response(self, response: HTTPResponse) -> None:
-        """Write ``response``; on return the connection may be reused only if both sides are
-        DONE. Our own errors are caught inside the nursery so they never surface wrapped in
-        an exception group."""
+        async def fixed() -> HTTPResponse:
+            return response
+
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+            await self._respond(fixed)
+
+    async def _respond(self, make: Callable[[], Awaitable[HTTPResponse]]) -> None:
+        """Make the response and write it, both watched for a client that hangs up; on return
+        the connection may be reused only if both sides are DONE. Our own errors are caught
+        inside the nursery so they never surface wrapped in an exception group."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_peer, nursery.cancel_scope)
             try:
-                await self._write(response)
-            except Disconnect:
+                await self._write(await make())
+            except Disconnect as exc:
                 self.aborted = True
+                if exc.partial:
+                    await self._send_cut_chunk(exc.partial, exc.missing)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.peer_gone = True
             except Exception:
@@ -185,6 +204,14 @@ class _Connection:
                 self.aborted = True
             finally:
                 nursery.cancel_scope.cancel()
+
+    async def _send_cut_chunk(self, partial: bytes, missing: int) -> None:
+        """Bypass h11: a chunk-size line promising more than ``partial``, then ``partial``."""
+        if self.conn.our_state is not h11.SEND_BODY:
+            return  # no head sent yet: dropping the connection says it all
+        head = f"{len(partial) + missing:x}\r\n".encode() if self.chunked else b""
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.stream.send_all(head + partial)
 
     async def _watch_peer(self, scope: trio.CancelScope) -> None:
         """Notice a client that hangs up while we are writing (or pausing) a response."""
@@ -200,6 +227,7 @@ class _Connection:
         scope.cancel()
 
     async def _write(self, response: HTTPResponse) -> None:
+        self.chunked = False
         headers = [(name.lower(), value) for name, value in response.headers]
         if not any(name == "server" for name, _ in headers):
             headers.append(_SERVER_HEADER)
@@ -215,7 +243,10 @@ class _Connection:
             await self._send(h11.EndOfMessage())
             return
         try:
-            await self._send(h11.Response(status_code=response.status, headers=headers))
+            head = self.conn.send(h11.Response(status_code=response.status, headers=headers))
+            self.chunked = b"\r\ntransfer-encoding: chunked\r\n" in (head or b"").lower()
+            if head:
+                await self.stream.send_all(head)
             async for chunk in body:
                 if chunk:
                     await self._send(h11.Data(data=chunk))
@@ -229,6 +260,43 @@ class _Connection:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+def gzip_response(response: HTTPResponse) -> HTTPResponse:
+    """``response`` with ``content-encoding: gzip``: a bytes body compressed whole, a streamed
+    one incrementally with a sync flush per item, so each event still arrives (and decodes)
+    the moment it is made."""
+    headers = [
+        (name, value)
+        for name, value in response.headers
+        if name.lower() not in ("content-encoding", "content-length")
+    ]
+    headers.append(("content-encoding", "gzip"))
+    if isinstance(response.body, bytes):
+        packer = zlib.compressobj(wbits=31)
+        body = packer.compress(response.body) + packer.flush()
+        return HTTPResponse(response.status, headers, body)
+    return HTTPResponse(response.status, headers, _gzip_stream(response.body))
+
+
+async def _gzip_stream(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    packer = zlib.compressobj(wbits=31)
+    try:
+        async for piece in body:
+            if piece:
+                yield packer.compress(piece) + packer.flush(zlib.Z_SYNC_FLUSH)
+        yield packer.flush()
+    except Disconnect as exc:
+        if not exc.partial:
+            raise
+        # The partial event compressed and flushed, still announced as longer than it is.
+        whole = packer.compress(exc.partial) + packer.flush(zlib.Z_SYNC_FLUSH)
+        raise Disconnect(whole, missing=exc.missing) from None
+    finally:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            with trio.CancelScope(shield=True):
+                await aclose()
 
 
 def _make_request(head: h11.Request, body: bytes) -> HTTPRequest:

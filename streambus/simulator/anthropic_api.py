@@ -21,7 +21,7 @@ import msgspec
 from ._http import HTTPResponse
 from .config import SimulatorConfig
 from .corpus import stable_int
-from .pacing import FaultEvents, Step, paced
+from .pacing import INVALID_UTF8, NUL_TEXT, FaultEvents, Step, fill_text, paced
 from .plan import BadRequest, Conversation, Output, Plan, derive_id, make_output, text_of
 from .tools import ToolChoice, ToolResult, ToolSpec
 
@@ -65,10 +65,13 @@ def _error_type(status: int) -> str:
     return _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
 
 
-def error_body(status: int, message: str, request_id: str | None = None) -> bytes:
+def error_body(
+    status: int, message: str, request_id: str | None = None, error_type: str | None = None
+) -> bytes:
+    """The error object; its ``type`` follows ``status`` unless ``error_type`` is given."""
     body: dict[str, Any] = {
         "type": "error",
-        "error": {"type": _error_type(status), "message": message},
+        "error": {"type": error_type or _error_type(status), "message": message},
     }
     if request_id is not None:
         body["request_id"] = request_id
@@ -76,18 +79,23 @@ def error_body(status: int, message: str, request_id: str | None = None) -> byte
 
 
 def error_response(
-    status: int, message: str, *, request_id: str, retry_after: float | None = None
+    status: int,
+    message: str,
+    *,
+    request_id: str,
+    retry_after: float | None = None,
+    error_type: str | None = None,
 ) -> HTTPResponse:
     """An HTTP error before any stream: ``{"type": "error", "error": {"type", "message"}}``."""
     headers = [_JSON, ("request-id", request_id)]
     if retry_after is not None:
         headers.append(("retry-after", f"{retry_after:g}"))
-    return HTTPResponse(status, headers, error_body(status, message, request_id))
+    return HTTPResponse(status, headers, error_body(status, message, request_id, error_type))
 
 
-def error_event(status: int, message: str) -> bytes:
+def error_event(status: int, message: str, error_type: str | None = None) -> bytes:
     """An ``event: error`` after HTTP 200, as Anthropic sends when overloaded mid-stream."""
-    return b"event: error\ndata: " + error_body(status, message) + b"\n\n"
+    return b"event: error\ndata: " + error_body(status, message, None, error_type) + b"\n\n"
 
 
 def _event(kind: str, payload: Mapping[str, Any]) -> bytes:
@@ -255,9 +263,10 @@ def stream_steps(
         if index == 0:
             steps.append(Step(_PING))
 
-    def block_delta(delta: dict[str, Any], tokens: int) -> None:
+    def block_delta(delta: dict[str, Any], tokens: int, arguments: bool = False) -> None:
         nonlocal content_events
-        steps.append(Step(_event("content_block_delta", {"index": index, "delta": delta}), tokens))
+        event = _event("content_block_delta", {"index": index, "delta": delta})
+        steps.append(Step(event, tokens, arguments=arguments))
         if tokens:
             content_events += 1
             if content_events % _PING_EVERY == 0:
@@ -281,9 +290,9 @@ def stream_steps(
         block_stop()
     for call in output.calls:
         block_start({"type": "tool_use", "id": call.id, "name": call.name, "input": {}})
-        block_delta({"type": "input_json_delta", "partial_json": ""}, 0)
+        block_delta({"type": "input_json_delta", "partial_json": ""}, 0, arguments=True)
         for piece, count in _groups(call.fragments, size):
-            block_delta({"type": "input_json_delta", "partial_json": piece}, count)
+            block_delta({"type": "input_json_delta", "partial_json": piece}, count, arguments=True)
         block_stop()
     stop = {"stop_reason": _STOP_REASONS[output.finish], "stop_sequence": None}
     steps.append(Step(_event("message_delta", {"delta": stop, "usage": _usage(output)})))
@@ -291,15 +300,38 @@ def stream_steps(
     return steps, output
 
 
+def _fault_events(output: Output, config: SimulatorConfig) -> FaultEvents:
+    fault = config.fault
+    text_block = 1 if output.reasoning else 0  # after a thinking block, if any
+
+    def text(content: str) -> bytes:
+        delta = {"type": "text_delta", "text": content}
+        return _event("content_block_delta", {"index": text_block, "delta": delta})
+
+    return FaultEvents(
+        malformed=b"event: content_block_delta\ndata: {not json\n\n",
+        error=error_event(
+            fault.status if fault else 529,
+            fault.message if fault else "",
+            fault.error_type if fault else None,
+        ),
+        keep_alive=_PING,
+        invalid_utf8=fill_text(text, INVALID_UTF8),
+        nul_byte=fill_text(text, NUL_TEXT),
+        wrong_shape=(
+            b"event: content_block_delta\n"
+            b'data: {"type":"content_block_delta","index":"zero","delta":[1]}\n\n'
+        ),
+        # A ping (which every client ignores) padded by the data lines that follow.
+        oversize=(b'event: ping\ndata: {"type": "ping", "padding": [\n', b'data: ""]}\n\n'),
+    )
+
+
 def stream_response(
     plan: Plan, request: AnthropicRequest, config: SimulatorConfig, request_id: str
 ) -> HTTPResponse:
-    steps, _ = stream_steps(plan, request, config)
-    fault = config.fault
-    faults = FaultEvents(
-        malformed=b"event: content_block_delta\ndata: {not json\n\n",
-        error=error_event(fault.status if fault else 529, fault.message if fault else ""),
-    )
+    steps, output = stream_steps(plan, request, config)
+    faults = _fault_events(output, config)
     rng = random.Random(stable_int("pace", plan.key))
     body = paced(steps, config, faults, rng)
     return HTTPResponse(200, [*_SSE_HEADERS, ("request-id", request_id)], body)

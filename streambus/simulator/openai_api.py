@@ -18,7 +18,7 @@ import msgspec
 from ._http import HTTPResponse
 from .config import SimulatorConfig
 from .corpus import stable_int
-from .pacing import FaultEvents, Step, paced
+from .pacing import INVALID_UTF8, NUL_TEXT, FaultEvents, Step, fill_text, paced
 from .plan import (
     BadRequest,
     Conversation,
@@ -71,10 +71,21 @@ def _error_kind(status: int) -> tuple[str, str | None]:
 
 
 def error_body(
-    status: int, message: str, *, param: str | None = None, code: str | None = None
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    error_type: str | None = None,
 ) -> bytes:
+    """The error object; its ``type`` follows ``status`` unless ``error_type`` is given."""
     kind, default_code = _error_kind(status)
-    error = {"message": message, "type": kind, "param": param, "code": code or default_code}
+    error = {
+        "message": message,
+        "type": error_type or kind,
+        "param": param,
+        "code": code or default_code,
+    }
     return _encode({"error": error})
 
 
@@ -86,17 +97,19 @@ def error_response(
     retry_after: float | None = None,
     param: str | None = None,
     code: str | None = None,
+    error_type: str | None = None,
 ) -> HTTPResponse:
     """An HTTP error before any stream: ``{"error": {"message", "type", "param", "code"}}``."""
     headers = [_JSON, ("x-request-id", request_id)]
     if retry_after is not None:
         headers.append(("retry-after", f"{retry_after:g}"))
-    return HTTPResponse(status, headers, error_body(status, message, param=param, code=code))
+    body = error_body(status, message, param=param, code=code, error_type=error_type)
+    return HTTPResponse(status, headers, body)
 
 
-def error_event(status: int, message: str) -> bytes:
+def error_event(status: int, message: str, error_type: str | None = None) -> bytes:
     """A mid-stream error after HTTP 200, the way OpenAI reports one inside the stream."""
-    return b"data: " + error_body(status, message) + b"\n\n"
+    return b"data: " + error_body(status, message, error_type=error_type) + b"\n\n"
 
 
 def _tools(body: Mapping[str, Any]) -> tuple[ToolSpec, ...]:
@@ -294,7 +307,7 @@ def stream_steps(
         steps.append(Step(delta(fields), tokens=1))
         for piece, count in _groups(call.fragments, size):
             fragment = {"index": index, "function": {"arguments": piece}}
-            steps.append(Step(delta({"tool_calls": [fragment]}), tokens=count))
+            steps.append(Step(delta({"tool_calls": [fragment]}), tokens=count, arguments=True))
     steps.append(Step(delta({}, output.finish)))
     if request.include_usage:
         steps.append(Step(chunk([], _usage(output))))
@@ -302,15 +315,43 @@ def stream_steps(
     return steps, output
 
 
+def _fault_events(plan: Plan, request: OpenAIRequest, config: SimulatorConfig) -> FaultEvents:
+    fault = config.fault
+    ids = _ids(plan, config.seed, request.model)
+    head = {
+        "id": ids.completion,
+        "object": "chat.completion.chunk",
+        "created": ids.created,
+        "model": request.model,
+    }
+
+    def text(content: str) -> bytes:
+        choice = {"index": 0, "delta": {"content": content}, "logprobs": None}
+        event = {**head, "choices": [{**choice, "finish_reason": None}]}
+        return b"data: " + _encode(event) + b"\n\n"
+
+    # A chunk with no choices, as the usage chunk; the padding lines complete its JSON.
+    padded = b"data: " + _encode({**head, "choices": []})[:-1] + b', "padding": [\n'
+    return FaultEvents(
+        malformed=b"data: {not json\n\n",
+        error=error_event(
+            fault.status if fault else 500,
+            fault.message if fault else "",
+            fault.error_type if fault else None,
+        ),
+        keep_alive=b": keep-alive\n\n",
+        invalid_utf8=fill_text(text, INVALID_UTF8),
+        nul_byte=fill_text(text, NUL_TEXT),
+        wrong_shape=b'data: {"choices": "nope"}\n\n',
+        oversize=(padded, b'data: ""]}\n\n'),
+    )
+
+
 def stream_response(
     plan: Plan, request: OpenAIRequest, config: SimulatorConfig, request_id: str
 ) -> HTTPResponse:
     steps, _ = stream_steps(plan, request, config)
-    fault = config.fault
-    faults = FaultEvents(
-        malformed=b"data: {not json\n\n",
-        error=error_event(fault.status if fault else 500, fault.message if fault else ""),
-    )
+    faults = _fault_events(plan, request, config)
     rng = random.Random(stable_int("pace", plan.key))
     body = paced(steps, config, faults, rng)
     return HTTPResponse(200, [*_SSE_HEADERS, ("x-request-id", request_id)], body)

@@ -10,6 +10,9 @@ lets tests pick failures per request. Endpoints:
 A request body may carry ``"simulator": {...}`` with any ``SimulatorConfig`` fields, applied
 over the server's config for that request only (the official SDKs pass it with
 ``extra_body``). Credentials are accepted whatever they are and never recorded or logged.
+
+Faults that strike before the response body (``http_error``, ``wrong_content_type`` and any
+``at="headers"``) are decided here; the ones inside a stream belong to ``pacing``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import msgspec
 import trio
 
 from . import anthropic_api, openai_api
-from ._http import Disconnect, HTTPRequest, HTTPResponse, serve_http
+from ._http import Disconnect, HTTPRequest, HTTPResponse, gzip_response, serve_http
 from .config import Fault, SimulatorConfig, merge_config
 from .plan import BadRequest, derive_id, make_plan, request_key
 
@@ -37,13 +40,21 @@ _ROUTES: dict[tuple[str, str], Provider] = {
     ("POST", "/v1/chat/completions"): "openai",
     ("POST", "/v1/messages"): "anthropic",
 }
+# What a captive portal or a misconfigured proxy answers in place of the API.
+_PORTAL_TYPE = ("content-type", "text/html; charset=utf-8")
+_PORTAL_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Sign in to the network</title></head>\n"
+    b"<body><h1>Sign in required</h1><p>Log in to continue to the internet.</p></body></html>\n"
+)
 
 
 class Simulator:
     """A simulator's address and state; ``handle`` is its HTTP handler.
 
     ``config`` may be replaced while running (the next request uses it). ``requests`` keeps
-    every parsed JSON body received, in order, for tests to inspect.
+    every parsed JSON body received, in order, for tests to inspect. A fault with ``times``
+    strikes the first ``times`` requests of each body only; the counts live here, so a
+    client's retry of the same body is served normally once they run out.
     """
 
     def __init__(self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1") -> None:
@@ -51,6 +62,7 @@ class Simulator:
         self.host = host
         self.port = 0
         self.requests: list[Any] = []
+        self._strikes: dict[tuple[str, bytes], int] = {}
 
     @property
     def url(self) -> str:
@@ -100,15 +112,44 @@ class Simulator:
                 config = merge_config(config, body["simulator"])
             except (msgspec.ValidationError, ValueError) as exc:
                 return _error(provider, 400, f"simulator: {exc}", request_id=request_id)
+        config = self._count_strike(body, config)
+        response = await self._answer(provider, body, config, request_id)
+        return gzip_response(response) if config.gzip else response
+
+    def _count_strike(self, body: Any, config: SimulatorConfig) -> SimulatorConfig:
+        """``config``, without its fault once it struck ``times`` requests of this body."""
         fault = config.fault
-        if fault is not None and fault.kind == "http_error":
-            return _error(
-                provider,
-                fault.status,
-                fault.message,
-                request_id=request_id,
-                retry_after=fault.retry_after,
-            )
+        if fault is None or fault.times is None:
+            return config
+        key = (request_key(body, config.seed), msgspec.json.encode(fault))
+        struck = self._strikes.get(key, 0)
+        if struck >= fault.times:
+            return msgspec.structs.replace(config, fault=None)
+        self._strikes[key] = struck + 1
+        return config
+
+    async def _answer(
+        self, provider: Provider, body: Any, config: SimulatorConfig, request_id: str
+    ) -> HTTPResponse:
+        fault = config.fault
+        if fault is not None and (
+            fault.at == "headers" or fault.kind in ("http_error", "wrong_content_type")
+        ):
+            if fault.kind == "disconnect":
+                raise Disconnect  # before any response byte
+            if fault.kind == "http_error":
+                return _error(
+                    provider,
+                    fault.status,
+                    fault.message,
+                    request_id=request_id,
+                    retry_after=fault.retry_after,
+                    error_type=fault.error_type,
+                )
+            if fault.kind == "wrong_content_type":
+                return HTTPResponse(200, [_PORTAL_TYPE], _PORTAL_PAGE)
+            await trio.sleep(fault.stall_seconds)  # a stall: no head yet; then a clean answer
+            config = msgspec.structs.replace(config, fault=None)
         try:
             if provider == "openai":
                 return await self._openai(body, config, request_id)
@@ -147,13 +188,19 @@ def _error(
     request_id: str,
     retry_after: float | None = None,
     param: str | None = None,
+    error_type: str | None = None,
 ) -> HTTPResponse:
     if provider == "anthropic":
         return anthropic_api.error_response(
-            status, message, request_id=request_id, retry_after=retry_after
+            status, message, request_id=request_id, retry_after=retry_after, error_type=error_type
         )
     return openai_api.error_response(
-        status, message, request_id=request_id, retry_after=retry_after, param=param
+        status,
+        message,
+        request_id=request_id,
+        retry_after=retry_after,
+        param=param,
+        error_type=error_type,
     )
 
 
@@ -166,7 +213,8 @@ async def _whole(
     data: bytes, tokens: int, headers: list[tuple[str, str]], config: SimulatorConfig
 ) -> HTTPResponse:
     """A non-streaming answer: wait as long as generating it would take, then send it whole.
-    Of the faults only ``disconnect``, ``stall`` and ``malformed_json`` make sense here."""
+    Of the in-body faults only ``disconnect``, ``stall`` and ``malformed_json`` make sense
+    here (whatever their phase); the others are ignored."""
     delay = config.ttft
     if config.tokens_per_second > 0:
         delay += tokens / config.tokens_per_second
