@@ -86,13 +86,24 @@ async def test_instant_replay_is_identical_to_the_recorded_stream(tmp_path: Path
     assert isinstance(live.events[-1], Stop)
     session = live.events[0].session
 
-    message, seen = await replay(tmp_path / "r.db", session, speed=None)  # a path works too
+    published: list[tuple[Event, ...]] = []
+    seen = Collector()
+    async with open_bus() as bus:
+        publish = bus.publish
+
+        async def spy(events: Any) -> None:  # what the replayer publishes, batch by batch
+            published.append(tuple(events))
+            await publish(events)
+
+        bus.publish = spy  # type: ignore[method-assign]
+        bus.subscribe(seen)
+        message = await Replayer(tmp_path / "r.db", session, speed=None).run(bus)  # a path works
     assert seen.events == live.events
     assert message.text == recorded.text and message.text
     assert message.stop == recorded.stop and message.usage == recorded.usage
     # One batch per recorded read: a batch shares one t_ns, and the next one differs.
-    times = [batch[0].t_ns for _, batch in seen.batches]
-    assert all(len({e.t_ns for e in batch}) == 1 for _, batch in seen.batches)
+    times = [batch[0].t_ns for batch in published]
+    assert all(len({e.t_ns for e in batch}) == 1 for batch in published)
     assert all(a != b for a, b in itertools.pairwise(times))
 
 
