@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -85,8 +85,10 @@ class ProviderConfig:
 
     @property
     def url(self) -> str:
-        base = (self.base_url or "").rstrip("/")
-        return f"{base}/chat/completions" if self.format == "openai" else f"{base}/v1/messages"
+        """The endpoint: the base URL's path extended, its query (``?api-version=…``) kept."""
+        endpoint = "/chat/completions" if self.format == "openai" else "/v1/messages"
+        parts = urlsplit(self.base_url or "")
+        return urlunsplit(parts._replace(path=parts.path.rstrip("/") + endpoint))
 
     def headers(self) -> dict[str, str]:
         headers = {"accept": "text/event-stream", "content-type": "application/json"}

@@ -1,5 +1,5 @@
-"""Provider resolution: the SDKs' environment conventions, and refusing bad configuration
-before anything is sent."""
+"""Provider resolution: the SDKs' environment conventions, refusing bad configuration before
+anything is sent, and keeping credentials out of everything shown."""
 
 from __future__ import annotations
 
@@ -69,3 +69,17 @@ def test_host_never_includes_credentials() -> None:
     )
     assert config.host == "h.example:8443"
     assert "pw-secret-123" in config.secrets
+
+
+# -- secrets: never shown, wherever they travel (tests/test_secrets.py runs the CLI) -------
+
+
+def test_the_endpoint_keeps_the_base_url_query() -> None:
+    """It was appended after the query, sending the key to the wrong path (and the server's
+    404 echoed the URL, key and all)."""
+    openai = resolve_provider("openai", base_url="https://gw.example/v1/?api-version=1", env={})
+    assert openai.url == "https://gw.example/v1/chat/completions?api-version=1"
+    anthropic = resolve_provider(
+        "anthropic", base_url="http://u:p@gw.example/anthropic?key=abc", env={}
+    )
+    assert anthropic.url == "http://u:p@gw.example/anthropic/v1/messages?key=abc"
