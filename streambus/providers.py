@@ -25,8 +25,10 @@ from streambus.normalizers import AnthropicNormalizer, Normalizer, OpenAINormali
 __all__ = [
     "DEFAULT_MODELS",
     "PROVIDERS",
+    "REDACTED",
     "ProviderConfig",
     "Request",
+    "looks_like_credential",
     "parse_error_body",
     "redact",
     "resolve_provider",
@@ -275,6 +277,25 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
+REDACTED: Final = "[redacted]"
+"""What a secret is replaced with, wherever it would have shown."""
+
+_CREDENTIAL_NAME: Final = re.compile(
+    r"^(?:key|sig|auth|pwd)$"  # ?key= (Google), ?sig= (signed URLs)
+    r"|(?:api|access|secret|private|subscription)[-_]?key$"  # x-api-key, x-goog-api-key
+    r"|(?:token|secret|password|passwd|authorization|credentials?)$",  # access_token
+    re.IGNORECASE,
+)
+
+
+def looks_like_credential(name: str) -> bool:
+    """Whether a header, query parameter or JSON field of this name carries a credential:
+    ``authorization``, ``x-api-key``, ``api_key``, ``key``, ``access_token``, ``password``,
+    ``client_secret``… Token *counts* (``max_tokens``) and cache keys are not credentials."""
+    name = name.strip()
+    return bool(_CREDENTIAL_NAME.search(name)) and not name.lower().startswith(("max_", "max-"))
+
+
 def redact(text: str, secrets: tuple[str, ...]) -> str:
     """Replace every secret (and any recognisable prefix of one a server echoed) in ``text``."""
     for secret in secrets:
@@ -283,9 +304,6 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
             # Servers echo keys partially ("sk-abc1***wxyz"): hide any 8+ char prefix too.
             text = re.sub(re.escape(secret[:8]) + r"\S*", "[redacted]", text)
     return text
-
-
-_SECRET_KEY: Final = re.compile(r"(api[-_]?key|authorization|secret|password|token)$", re.I)
 
 
 def scrub(body: dict[str, Any]) -> dict[str, Any]:
@@ -297,14 +315,10 @@ def scrub(body: dict[str, Any]) -> dict[str, Any]:
 
     def clean(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: "[redacted]" if _is_secret(k) else clean(v) for k, v in value.items()}
+            return {k: REDACTED if looks_like_credential(k) else clean(v) for k, v in value.items()}
         if isinstance(value, list):
             return [clean(v) for v in value]
         return value
 
     result: dict[str, Any] = clean(body)
     return result
-
-
-def _is_secret(key: str) -> bool:
-    return bool(_SECRET_KEY.search(key)) and not key.lower().startswith(("max_", "max-"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from streambus import ConfigError, resolve_provider
+from streambus.providers import looks_like_credential, scrub
 
 OPENAI = {"OPENAI_API_KEY": "sk-openai-0123456789"}
 ANTHROPIC = {"ANTHROPIC_API_KEY": "sk-ant-api03-0123456789"}
@@ -72,6 +73,45 @@ def test_host_never_includes_credentials() -> None:
 
 
 # -- secrets: never shown, wherever they travel (tests/test_secrets.py runs the CLI) -------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *("authorization", "Proxy-Authorization", "x-api-key", "x-goog-api-key", "api-key"),
+        *("api_key", "apikey", "key", "token", "access_token", "X-Auth-Token", "password"),
+        *("passwd", "secret", "client_secret", "sig", "Ocp-Apim-Subscription-Key"),
+        *("aws_secret_access_key", "credentials"),
+    ],
+)
+def test_what_looks_like_a_credential(name: str) -> None:
+    assert looks_like_credential(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["max_tokens", "max_token", "budget_tokens", "prompt_cache_key", "model", "api-version", "k"],
+)
+def test_what_does_not(name: str) -> None:
+    assert not looks_like_credential(name)
+
+
+def test_scrub_hides_credential_fields_and_keeps_the_rest() -> None:
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "prompt_cache_key": "c1",
+        "metadata": {"key": "s1", "access_token": "s2", "x-goog-api-key": "s3", "user": "u"},
+    }
+    assert scrub(body) == {
+        "model": "m",
+        "max_tokens": 5,
+        "prompt_cache_key": "c1",
+        "metadata": {
+            **{"key": "[redacted]", "access_token": "[redacted]", "x-goog-api-key": "[redacted]"},
+            "user": "u",
+        },
+    }
 
 
 def test_the_endpoint_keeps_the_base_url_query() -> None:
