@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import msgspec
 
@@ -31,6 +31,7 @@ __all__ = [
     "looks_like_credential",
     "parse_error_body",
     "redact",
+    "redact_url",
     "resolve_provider",
     "scrub",
 ]
@@ -72,6 +73,13 @@ class ProviderConfig:
     """``None`` only for ``sim`` before its server is started."""
     model: str
     api_key: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:  # the base URL may hold a password or a key: never print it
+        base_url = None if self.base_url is None else redact_url(self.base_url)
+        return (
+            f"ProviderConfig(name={self.name!r}, format={self.format!r}, "
+            f"base_url={base_url!r}, model={self.model!r})"
+        )
 
     def with_base_url(self, base_url: str) -> ProviderConfig:
         return replace(self, base_url=base_url)
@@ -144,9 +152,21 @@ class ProviderConfig:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Everything that must never be shown: the key, and a password in the base URL."""
-        password = urlsplit(self.base_url or "").password
-        return tuple(s for s in (self.api_key, password) if s)
+        """Everything that must never be shown: the key; in the base URL, the password (or the
+        user part when it has none: ``https://TOKEN@host``) and credential-looking query
+        values, each as written and decoded."""
+        found = [self.api_key]
+        try:
+            parts = urlsplit(self.base_url or "")
+            userinfo = parts.password or parts.username
+        except ValueError:  # not a URL we could send to; redact_url() still hides its parts
+            return tuple(s for s in found if s)
+        found += [userinfo, unquote(userinfo or "")]
+        for pair in re.split(r"[&;]", parts.query):
+            name, _, value = pair.partition("=")
+            if looks_like_credential(unquote(name)):
+                found += [value, unquote(value.replace("+", " "))]
+        return tuple(dict.fromkeys(s for s in found if s))
 
 
 def resolve_provider(
@@ -203,13 +223,14 @@ def _auto_provider(api_key: str | None, base_url: str | None, env: Mapping[str, 
 
 
 def _check_base_url(base_url: str) -> None:
+    shown = redact_url(base_url)  # the message must not show what the URL carries
     try:
         parts = urlsplit(base_url)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as exc:
-        raise ConfigError(f"invalid base URL {base_url!r}: {exc}") from None
+        raise ConfigError(f"invalid base URL {shown!r}: {redact_url(str(exc))}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"base URL must look like https://host/…, got {base_url!r}")
+        raise ConfigError(f"base URL must look like https://host/…, got {shown!r}")
 
 
 class _OpenAIErrorDetail(msgspec.Struct):
@@ -296,14 +317,29 @@ def looks_like_credential(name: str) -> bool:
     return bool(_CREDENTIAL_NAME.search(name)) and not name.lower().startswith(("max_", "max-"))
 
 
+_USERINFO: Final = re.compile(r"(?<=://)[^/?#@\s]*@")
+_PARAMETER: Final = re.compile(r"(?<=[?&;#])([^=&;#\s]+)=([^&;#\s]*)")
+_BEARER: Final = re.compile(r"\bBearer\s+[\w.~+/=-]{8,}", re.IGNORECASE)
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the credentials any URL in it carries replaced: the user part
+    (``https://[redacted]@host``) and credential-looking query values (``?key=[redacted]``)."""
+    text = _USERINFO.sub(REDACTED + "@", text)
+    return _PARAMETER.sub(
+        lambda m: f"{m[1]}={REDACTED}" if looks_like_credential(unquote(m[1])) else m[0], text
+    )
+
+
 def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace every secret (and any recognisable prefix of one a server echoed) in ``text``."""
+    """Replace every secret (and any recognisable prefix of one a server echoed) in ``text``,
+    and the credentials of URLs and ``Bearer`` tokens, known or not."""
     for secret in secrets:
         if len(secret) >= 8:
-            text = text.replace(secret, "[redacted]")
+            text = text.replace(secret, REDACTED)
             # Servers echo keys partially ("sk-abc1***wxyz"): hide any 8+ char prefix too.
-            text = re.sub(re.escape(secret[:8]) + r"\S*", "[redacted]", text)
-    return text
+            text = re.sub(re.escape(secret[:8]) + r"\S*", REDACTED, text)
+    return _BEARER.sub(f"Bearer {REDACTED}", redact_url(text))
 
 
 def scrub(body: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from streambus import ConfigError, resolve_provider
-from streambus.providers import looks_like_credential, scrub
+from streambus.providers import ProviderConfig, looks_like_credential, redact, redact_url, scrub
 
 OPENAI = {"OPENAI_API_KEY": "sk-openai-0123456789"}
 ANTHROPIC = {"ANTHROPIC_API_KEY": "sk-ant-api03-0123456789"}
@@ -75,6 +75,20 @@ def test_host_never_includes_credentials() -> None:
 # -- secrets: never shown, wherever they travel (tests/test_secrets.py runs the CLI) -------
 
 
+def test_urls_and_bearer_tokens_are_hidden_in_any_text() -> None:
+    text = (
+        "POST http://u:pw@h.example/v1/chat/completions?api-version=2024&key=AIza123"
+        " failed; sent Bearer sk-abcdefgh12345678"
+    )
+    assert redact(text, ()) == (
+        "POST http://[redacted]@h.example/v1/chat/completions?api-version=2024&key=[redacted]"
+        " failed; sent Bearer [redacted]"
+    )
+    assert redact_url("https://TOKEN@h/x#access_token=abc&state=1") == (
+        "https://[redacted]@h/x#access_token=[redacted]&state=1"
+    )
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -114,6 +128,22 @@ def test_scrub_hides_credential_fields_and_keeps_the_rest() -> None:
     }
 
 
+def test_the_secrets_of_a_base_url() -> None:
+    config = ProviderConfig(
+        "openai",
+        "openai",
+        "https://user:p%40ss-word@h.example/v1?api-version=2024-10-21&key=k%2B1234567&sig=abc",
+        "m",
+        "sk-the-api-key",
+    )
+    assert set(config.secrets) == {
+        *("sk-the-api-key", "p%40ss-word", "p@ss-word", "k%2B1234567", "k+1234567", "abc")
+    }
+    for base_url in ("https://TOKEN1234@h.example/v1", "https://TOKEN1234:@h.example/v1"):
+        # a user part without a password is the secret
+        assert ProviderConfig("openai", "openai", base_url, "m").secrets == ("TOKEN1234",)
+
+
 def test_the_endpoint_keeps_the_base_url_query() -> None:
     """It was appended after the query, sending the key to the wrong path (and the server's
     404 echoed the URL, key and all)."""
@@ -123,3 +153,25 @@ def test_the_endpoint_keeps_the_base_url_query() -> None:
         "anthropic", base_url="http://u:p@gw.example/anthropic?key=abc", env={}
     )
     assert anthropic.url == "http://u:p@gw.example/anthropic/v1/messages?key=abc"
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://user:pw-SECRET-1@host:99999/v1",
+        "http://TOKEN-SECRET-1@[::1/v1",
+        "ftp://host/v1?access_token=TOKEN-SECRET-1",
+        "http://?key=TOKEN-SECRET-1",
+    ],
+)
+def test_a_refused_base_url_is_shown_without_its_credentials(base_url: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        resolve_provider("openai", base_url=base_url, api_key="k", env={})
+    assert "SECRET" not in str(refused.value) and "[redacted]" in str(refused.value)
+
+
+def test_a_provider_config_prints_no_secret() -> None:
+    config = resolve_provider(
+        "openai", base_url="http://u:pw-SECRET-1@h/v1?key=SECRET-2", api_key="SECRET-3", env={}
+    )
+    assert "SECRET" not in repr(config) and "h/v1" in repr(config)

@@ -339,3 +339,18 @@ async def test_a_timeout_during_a_retry_names_the_error_that_caused_it() -> None
         "timed out: the total timeout of 0.5 s ran out after 2 attempts "
         "(last: openai returned HTTP 503: Overloaded (server_error))"
     )
+
+
+async def test_a_key_in_the_base_url_query_goes_there_and_never_shows() -> None:
+    """The endpoint was appended after the query: the key went to the wrong path, and the
+    server's 404, echoing the URL, showed it."""
+    key = "AIzaSy-QUERY-KEY-0123456789"
+    echo = f'{{"error": {{"message": "Invalid URL (POST /v1/chat/completions?key={key})"}}}}'
+    canned = Canned(echo.encode(), status=404, headers=(("content-type", "application/json"),))
+    async with serve_canned({"/v1/chat/completions": canned}) as server:
+        config = ProviderConfig("openai", "openai", f"{server.url}/v1?key={key}", "m")
+        _, events = await run(config, request(), retries=0)
+    assert server.requests[0].path == f"/v1/chat/completions?key={key}"
+    stop = assert_session(events)
+    assert stop.error.endswith("(POST /v1/chat/completions?key=[redacted]")
+    assert key[:12] not in repr(events)
