@@ -307,6 +307,8 @@ _CREDENTIAL_NAME: Final = re.compile(
     r"|(?:token|secret|password|passwd|authorization|credentials?)$",  # access_token
     re.IGNORECASE,
 )
+_REDACT_WINDOW: Final = 8
+"""A secret of this many characters or more is hidden also where only a piece of it shows."""
 
 
 def looks_like_credential(name: str) -> bool:
@@ -332,14 +334,38 @@ def redact_url(text: str) -> str:
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace every secret (and any recognisable prefix of one a server echoed) in ``text``,
-    and the credentials of URLs and ``Bearer`` tokens, known or not."""
-    for secret in secrets:
-        if len(secret) >= 8:
-            text = text.replace(secret, REDACTED)
-            # Servers echo keys partially ("sk-abc1***wxyz"): hide any 8+ char prefix too.
-            text = re.sub(re.escape(secret[:8]) + r"\S*", REDACTED, text)
+    """``text`` with every secret replaced by ``[redacted]``; also any word that holds 8 or
+    more characters of one in a row (servers echo keys partly: ``sk-abc1***wxyz``), and the
+    credentials of URLs and ``Bearer`` tokens, known or not."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= _REDACT_WINDOW:
+            text = _redact_pieces(text.replace(secret, REDACTED), secret)
+        elif len(secret) >= 4:  # too short to hunt for pieces: only where it stands alone
+            text = re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", REDACTED, text)
     return _BEARER.sub(f"Bearer {REDACTED}", redact_url(text))
+
+
+def _redact_pieces(text: str, secret: str) -> str:
+    """Replace every whitespace-delimited word holding a window of ``secret``."""
+    windows = {secret[i : i + _REDACT_WINDOW] for i in range(len(secret) - _REDACT_WINDOW + 1)}
+    if not any(window in text for window in windows):
+        return text
+    pattern = re.compile("|".join(re.escape(w) for w in sorted(windows)))
+    out: list[str] = []
+    done = 0  # text[:done] is settled
+    for match in pattern.finditer(text):
+        if match.start() < done:
+            continue
+        start = match.start()
+        while start > done and not text[start - 1].isspace():
+            start -= 1
+        end = match.end()
+        while end < len(text) and not text[end].isspace():
+            end += 1
+        out += [text[done:start], REDACTED]
+        done = end
+    out.append(text[done:])
+    return "".join(out)
 
 
 def scrub(body: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,8 @@ anything is sent, and keeping credentials out of everything shown."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from streambus import ConfigError, resolve_provider
@@ -75,6 +77,21 @@ def test_host_never_includes_credentials() -> None:
 # -- secrets: never shown, wherever they travel (tests/test_secrets.py runs the CLI) -------
 
 
+def test_a_key_is_hidden_whole_and_in_pieces() -> None:
+    key = "sk-proj-SECRETSECRET1234567890"
+    assert redact(f"Incorrect API key provided: {key}.", (key,)) == (
+        "Incorrect API key provided: [redacted]."
+    )
+    # echoed partly: a prefix, or a middle without the prefix, hides the whole word
+    assert redact("key sk-proj-SECR***7890 is wrong", (key,)) == "key [redacted] is wrong"
+    assert redact("revoked (ref SECRETSECRET12) today", (key,)) == "revoked (ref [redacted] today"
+    # the last four, as OpenAI shows them, say nothing; nor does text without the key
+    assert redact("key ending in 7890: overloaded", (key,)) == "key ending in 7890: overloaded"
+    # a short secret only where it stands alone; none shorter than four
+    assert redact("hunter2 hunter2x", ("hunter2",)) == "[redacted] hunter2x"
+    assert redact("sim said hi", ("sim",)) == "sim said hi"
+
+
 def test_urls_and_bearer_tokens_are_hidden_in_any_text() -> None:
     text = (
         "POST http://u:pw@h.example/v1/chat/completions?api-version=2024&key=AIza123"
@@ -87,6 +104,14 @@ def test_urls_and_bearer_tokens_are_hidden_in_any_text() -> None:
     assert redact_url("https://TOKEN@h/x#access_token=abc&state=1") == (
         "https://[redacted]@h/x#access_token=[redacted]&state=1"
     )
+
+
+def test_redacting_a_long_text_stays_linear() -> None:
+    key = "sk-proj-SECRETSECRET1234567890"
+    text = ("SECRETSE" * 100_000) + " " + "x" * 1_000_000  # many pieces, in one huge word
+    started = time.perf_counter()
+    assert redact(text, (key,)) == "[redacted] " + "x" * 1_000_000
+    assert time.perf_counter() - started < 10  # ~0.1 s; quadratic would take hours
 
 
 @pytest.mark.parametrize(
