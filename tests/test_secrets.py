@@ -12,30 +12,45 @@ every command that reads recordings: ``sessions``, ``show``, ``replay``, ``expor
 Each run is a separate process with one route for the key, so redacting one route never hides
 a leak through another. Everything runs against simulators on 127.0.0.1 in this process.
 
-Unit tests of the redaction itself: tests/test_providers.py.
+Last, everything that listens (the simulator in all its forms, the canned server) must bind to
+127.0.0.1 unless told otherwise. Unit tests of the redaction itself: tests/test_providers.py.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
 import secrets
+import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
+from cli import cli as streambus_cli
 from streambus.simulator import (
     Fault,
+    HTTPRequest,
+    HTTPResponse,
+    Simulator,
     SimulatorConfig,
+    SimulatorThread,
+    open_simulator,
+    serve,
+    serve_canned,
+    serve_http,
     start_in_thread,
 )
-from tests.test_cli import clean_env, find_command
+from tests.test_cli import clean_env, find_command, read_base_url
 
 KEY_HEX = secrets.token_hex(16)
 KEY = f"sk-streambus-TESTKEY-{KEY_HEX}"
@@ -483,3 +498,90 @@ def test_forked_commands_print_what_the_command_prints(streambus_cmd: str, runs:
             real.stdout,
             real.stderr,
         ), args
+
+
+# -- what listens binds to 127.0.0.1 by default ---------------------------------------------
+
+
+LISTENERS: list[Callable[..., Any]] = [
+    serve_http,
+    serve_canned,
+    serve,
+    open_simulator,
+    start_in_thread,
+    SimulatorThread,
+    Simulator,
+]
+
+
+@pytest.mark.parametrize("listener", LISTENERS, ids=lambda f: f.__qualname__)
+def test_the_default_host_is_loopback(listener: Callable[..., Any]) -> None:
+    assert inspect.signature(listener).parameters["host"].default == "127.0.0.1"
+
+
+def test_the_sim_command_defaults_to_loopback() -> None:
+    sim = streambus_cli.commands["sim"]
+    assert {p.name: p.default for p in sim.params}["host"] == "127.0.0.1"
+
+
+def listening_on(port: int) -> set[str]:
+    """The addresses listening on TCP ``port``, from Linux's /proc/net/tcp and tcp6."""
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("no /proc/net/tcp to read listening sockets from")
+    found = set()
+    for table, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        path = Path("/proc/net") / table
+        if not path.exists():  # no IPv6
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)  # 32-bit words in the host's byte order
+                if sys.byteorder == "little":
+                    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(socket.inet_ntop(family, raw))
+    return found
+
+
+async def test_the_servers_listen_on_loopback_only() -> None:
+    async def nothing(request: HTTPRequest) -> HTTPResponse:
+        return HTTPResponse(204)
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_http, nothing)
+        simulator = await nursery.start(serve)
+        async with open_simulator() as sim, serve_canned({}) as canned:
+            for name, bound in [
+                ("serve_http", port),
+                ("serve", simulator.port),
+                ("open_simulator", sim.port),
+                ("serve_canned", canned.port),
+            ]:
+                assert listening_on(bound) == {"127.0.0.1"}, name
+        nursery.cancel_scope.cancel()
+
+
+def test_the_simulator_thread_listens_on_loopback_only() -> None:
+    with start_in_thread() as sim:
+        assert sim.base_url == f"http://127.0.0.1:{sim.port}/v1"
+        assert listening_on(sim.port) == {"127.0.0.1"}
+
+
+def test_streambus_sim_listens_on_loopback_only(streambus_cmd: str) -> None:
+    command = [streambus_cmd, "sim", "--port", "0"]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=clean_env()) as server:
+        try:
+            base_url = read_base_url(server)
+            match = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/v1", base_url)
+            assert match, base_url
+            port = int(match[1])
+            assert listening_on(port) == {"127.0.0.1"}
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                pass
+        finally:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
