@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import msgspec
 
@@ -25,10 +25,13 @@ from streambus.normalizers import AnthropicNormalizer, Normalizer, OpenAINormali
 __all__ = [
     "DEFAULT_MODELS",
     "PROVIDERS",
+    "REDACTED",
     "ProviderConfig",
     "Request",
+    "looks_like_credential",
     "parse_error_body",
     "redact",
+    "redact_url",
     "resolve_provider",
     "scrub",
 ]
@@ -71,6 +74,13 @@ class ProviderConfig:
     model: str
     api_key: str | None = field(default=None, repr=False)
 
+    def __repr__(self) -> str:  # the base URL may hold a password or a key: never print it
+        base_url = None if self.base_url is None else redact_url(self.base_url)
+        return (
+            f"ProviderConfig(name={self.name!r}, format={self.format!r}, "
+            f"base_url={base_url!r}, model={self.model!r})"
+        )
+
     def with_base_url(self, base_url: str) -> ProviderConfig:
         return replace(self, base_url=base_url)
 
@@ -85,8 +95,10 @@ class ProviderConfig:
 
     @property
     def url(self) -> str:
-        base = (self.base_url or "").rstrip("/")
-        return f"{base}/chat/completions" if self.format == "openai" else f"{base}/v1/messages"
+        """The endpoint: the base URL's path extended, its query (``?api-version=…``) kept."""
+        endpoint = "/chat/completions" if self.format == "openai" else "/v1/messages"
+        parts = urlsplit(self.base_url or "")
+        return urlunsplit(parts._replace(path=parts.path.rstrip("/") + endpoint))
 
     def headers(self) -> dict[str, str]:
         headers = {"accept": "text/event-stream", "content-type": "application/json"}
@@ -140,9 +152,21 @@ class ProviderConfig:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Everything that must never be shown: the key, and a password in the base URL."""
-        password = urlsplit(self.base_url or "").password
-        return tuple(s for s in (self.api_key, password) if s)
+        """Everything that must never be shown: the key; in the base URL, the password (or the
+        user part when it has none: ``https://TOKEN@host``) and credential-looking query
+        values, each as written and decoded."""
+        found = [self.api_key]
+        try:
+            parts = urlsplit(self.base_url or "")
+            userinfo = parts.password or parts.username
+        except ValueError:  # not a URL we could send to; redact_url() still hides its parts
+            return tuple(s for s in found if s)
+        found += [userinfo, unquote(userinfo or "")]
+        for pair in re.split(r"[&;]", parts.query):
+            name, _, value = pair.partition("=")
+            if looks_like_credential(unquote(name)):
+                found += [value, unquote(value.replace("+", " "))]
+        return tuple(dict.fromkeys(s for s in found if s))
 
 
 def resolve_provider(
@@ -199,13 +223,14 @@ def _auto_provider(api_key: str | None, base_url: str | None, env: Mapping[str, 
 
 
 def _check_base_url(base_url: str) -> None:
+    shown = redact_url(base_url)  # the message must not show what the URL carries
     try:
         parts = urlsplit(base_url)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as exc:
-        raise ConfigError(f"invalid base URL {base_url!r}: {exc}") from None
+        raise ConfigError(f"invalid base URL {shown!r}: {redact_url(str(exc))}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"base URL must look like https://host/…, got {base_url!r}")
+        raise ConfigError(f"base URL must look like https://host/…, got {shown!r}")
 
 
 class _OpenAIErrorDetail(msgspec.Struct):
@@ -273,17 +298,74 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
+REDACTED: Final = "[redacted]"
+"""What a secret is replaced with, wherever it would have shown."""
+
+_CREDENTIAL_NAME: Final = re.compile(
+    r"^(?:key|sig|auth|pwd)$"  # ?key= (Google), ?sig= (signed URLs)
+    r"|(?:api|access|secret|private|subscription)[-_]?key$"  # x-api-key, x-goog-api-key
+    r"|(?:token|secret|password|passwd|authorization|credentials?)$",  # access_token
+    re.IGNORECASE,
+)
+_REDACT_WINDOW: Final = 8
+"""A secret of this many characters or more is hidden also where only a piece of it shows."""
+
+
+def looks_like_credential(name: str) -> bool:
+    """Whether a header, query parameter or JSON field of this name carries a credential:
+    ``authorization``, ``x-api-key``, ``api_key``, ``key``, ``access_token``, ``password``,
+    ``client_secret``… Token *counts* (``max_tokens``) and cache keys are not credentials."""
+    name = name.strip()
+    return bool(_CREDENTIAL_NAME.search(name)) and not name.lower().startswith(("max_", "max-"))
+
+
+_USERINFO: Final = re.compile(r"(?<=://)[^/?#@\s]*@")
+_PARAMETER: Final = re.compile(r"(?<=[?&;#])([^=&;#\s]+)=([^&;#\s]*)")
+_BEARER: Final = re.compile(r"\bBearer\s+[\w.~+/=-]{8,}", re.IGNORECASE)
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the credentials any URL in it carries replaced: the user part
+    (``https://[redacted]@host``) and credential-looking query values (``?key=[redacted]``)."""
+    text = _USERINFO.sub(REDACTED + "@", text)
+    return _PARAMETER.sub(
+        lambda m: f"{m[1]}={REDACTED}" if looks_like_credential(unquote(m[1])) else m[0], text
+    )
+
+
 def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace every secret (and any recognisable prefix of one a server echoed) in ``text``."""
-    for secret in secrets:
-        if len(secret) >= 8:
-            text = text.replace(secret, "[redacted]")
-            # Servers echo keys partially ("sk-abc1***wxyz"): hide any 8+ char prefix too.
-            text = re.sub(re.escape(secret[:8]) + r"\S*", "[redacted]", text)
-    return text
+    """``text`` with every secret replaced by ``[redacted]``; also any word that holds 8 or
+    more characters of one in a row (servers echo keys partly: ``sk-abc1***wxyz``), and the
+    credentials of URLs and ``Bearer`` tokens, known or not."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= _REDACT_WINDOW:
+            text = _redact_pieces(text.replace(secret, REDACTED), secret)
+        elif len(secret) >= 4:  # too short to hunt for pieces: only where it stands alone
+            text = re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", REDACTED, text)
+    return _BEARER.sub(f"Bearer {REDACTED}", redact_url(text))
 
 
-_SECRET_KEY: Final = re.compile(r"(api[-_]?key|authorization|secret|password|token)$", re.I)
+def _redact_pieces(text: str, secret: str) -> str:
+    """Replace every whitespace-delimited word holding a window of ``secret``."""
+    windows = {secret[i : i + _REDACT_WINDOW] for i in range(len(secret) - _REDACT_WINDOW + 1)}
+    if not any(window in text for window in windows):
+        return text
+    pattern = re.compile("|".join(re.escape(w) for w in sorted(windows)))
+    out: list[str] = []
+    done = 0  # text[:done] is settled
+    for match in pattern.finditer(text):
+        if match.start() < done:
+            continue
+        start = match.start()
+        while start > done and not text[start - 1].isspace():
+            start -= 1
+        end = match.end()
+        while end < len(text) and not text[end].isspace():
+            end += 1
+        out += [text[done:start], REDACTED]
+        done = end
+    out.append(text[done:])
+    return "".join(out)
 
 
 def scrub(body: dict[str, Any]) -> dict[str, Any]:
@@ -295,14 +377,10 @@ def scrub(body: dict[str, Any]) -> dict[str, Any]:
 
     def clean(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: "[redacted]" if _is_secret(k) else clean(v) for k, v in value.items()}
+            return {k: REDACTED if looks_like_credential(k) else clean(v) for k, v in value.items()}
         if isinstance(value, list):
             return [clean(v) for v in value]
         return value
 
     result: dict[str, Any] = clean(body)
     return result
-
-
-def _is_secret(key: str) -> bool:
-    return bool(_SECRET_KEY.search(key)) and not key.lower().startswith(("max_", "max-"))

@@ -369,3 +369,18 @@ async def test_cancelled_while_connecting_is_a_cancelled_stop_not_an_internal_er
     assert scope.cancelled_caught
     stop = assert_session(seen)
     assert (stop.reason, stop.error, stop.error_kind) == ("cancelled", None, None)
+
+
+async def test_a_key_in_the_base_url_query_goes_there_and_never_shows() -> None:
+    """The endpoint was appended after the query: the key went to the wrong path, and the
+    server's 404, echoing the URL, showed it."""
+    key = "AIzaSy-QUERY-KEY-0123456789"
+    echo = f'{{"error": {{"message": "Invalid URL (POST /v1/chat/completions?key={key})"}}}}'
+    canned = Canned(echo.encode(), status=404, headers=(("content-type", "application/json"),))
+    async with serve_canned({"/v1/chat/completions": canned}) as server:
+        config = ProviderConfig("openai", "openai", f"{server.url}/v1?key={key}", "m")
+        _, events = await run(config, request(), retries=0)
+    assert server.requests[0].path == f"/v1/chat/completions?key={key}"
+    stop = assert_session(events)
+    assert stop.error.endswith("(POST /v1/chat/completions?key=[redacted]")
+    assert key[:12] not in repr(events)
