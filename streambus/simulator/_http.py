@@ -167,7 +167,8 @@ class _Connection:
         except Disconnect:
             raise
         except Exception:
-            log.exception("simulator handler failed for %s %s", request.method, request.path)
+            path = request.path.partition("?")[0]  # a query may carry a key: never log it
+            log.exception("simulator handler failed for %s %s", request.method, path)
             return _json_error(500, "internal simulator error")
 
     async def _send(self, event: h11.Event) -> None:
