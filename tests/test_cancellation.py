@@ -1,0 +1,405 @@
+"""Cancellation at any moment (issue 5, part 3): Ctrl-C, SIGTERM or a cancelled scope during
+connect, backoff, streaming, tool execution or replay ends cleanly. What arrived stays, every
+subscriber hears one ``stop`` with reason ``cancelled``, the recording is committed, and the
+CLI exits 130 (SIGINT) or 143 (SIGTERM); a second Ctrl-C while shutting down exits at once
+and leaves a sound database.
+
+The first half runs the installed command in a subprocess (helpers from tests/test_cli.py);
+the second half cancels the library in-process. Real clock throughout: trio's autojump
+misfires with real I/O. Each test signals when the process is known to be in its phase (a
+server saw the request, stderr announced a retry, a tool wrote a marker), never after a
+guessed sleep.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+import trio
+
+import streambus.db
+from streambus import (
+    Bus,
+    Delta,
+    Event,
+    ProviderConfig,
+    Recorder,
+    Start,
+    Stop,
+    decode_event,
+    open_bus,
+    open_db,
+    stream,
+)
+from streambus.simulator import (
+    Fault,
+    HTTPRequest,
+    HTTPResponse,
+    SimulatorConfig,
+    serve,
+    serve_http,
+)
+from tests.test_cli import (
+    DB,
+    ROOT,
+    find_command,
+    fresh_database,  # noqa: F401  (autouse: never the user's database)
+    run,
+    running,
+)
+
+SIGNALS = pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+KOREAN_SAMPLE = ROOT / "recordings" / "korean-answer.jsonl"
+
+
+@pytest.fixture(scope="module")
+def streambus_cmd() -> str:
+    return find_command()
+
+
+def sessions_of(events: list[Event]) -> dict[str, list[Event]]:
+    out: dict[str, list[Event]] = {}
+    for event in events:
+        out.setdefault(event.session, []).append(event)
+    return out
+
+
+def assert_sessions_end_once(events: list[Event]) -> dict[str, list[Event]]:
+    """Every session: ``start`` first, ``seq`` without gaps, exactly one ``stop``, last."""
+    sessions = sessions_of(events)
+    for session, mine in sessions.items():
+        assert isinstance(mine[0], Start), session
+        assert [e.seq for e in mine] == list(range(len(mine))), session
+        assert sum(isinstance(e, Stop) for e in mine) == 1, session
+        assert isinstance(mine[-1], Stop), session
+    return sessions
+
+
+def assert_cancelled_cleanly(
+    result: tuple[int, bytes, bytes], code: int, db: Path | None
+) -> list[Event]:
+    """The exit code; no traceback; a jsonl run ending in its one ``cancelled`` stop; and,
+    when ``db`` is given, every printed session recorded exactly as printed, nothing else."""
+    returncode, stdout, stderr = result
+    assert returncode == code, stderr.decode()
+    assert b"Traceback" not in stderr, stderr.decode()
+    events = [decode_event(line) for line in stdout.splitlines()]
+    assert events, "nothing was printed"
+    last = events[-1]
+    assert isinstance(last, Stop) and last.reason == "cancelled", last
+    assert sum(isinstance(e, Stop) and e.reason == "cancelled" for e in events) == 1
+    sessions = assert_sessions_end_once(events)
+    if db is not None:
+        assert stderr.decode().splitlines()[-1].endswith("(recorded)"), stderr.decode()
+        database = open_db(db)
+        assert database.execute("pragma integrity_check").fetchone()[0] == "ok"
+        assert {row["id"] for row in database["sessions"].rows} == set(sessions)
+        for session, printed in sessions.items():
+            assert list(streambus.db.read_events(database, session)) == printed
+        assert database["sessions"].get(last.session)["status"] == "cancelled"
+    return events
+
+
+# -- the command line: before any content --------------------------------------------------
+
+
+@asynccontextmanager
+async def provider_in(
+    phase: Literal["headers", "first_token", "backoff"],
+) -> AsyncIterator[tuple[list[str], Callable[[Any], bool]]]:
+    """A provider that holds the CLI in ``phase``: the run options that point at it, and
+    when the CLI is surely there (a predicate over the running CLI)."""
+    async with trio.open_nursery() as nursery:
+        if phase == "headers":  # accepts the request, never answers
+            arrived = trio.Event()
+
+            async def silent(request: HTTPRequest) -> HTTPResponse:
+                arrived.set()
+                await trio.sleep_forever()
+                raise AssertionError  # pragma: no cover
+
+            port = await nursery.start(functools.partial(serve_http, silent))
+            url = f"http://127.0.0.1:{port}/v1"
+
+            def ready(cli: Any) -> bool:
+                return arrived.is_set()
+
+        else:
+            config = (
+                SimulatorConfig(ttft=600)  # headers sent, the first token ten minutes away
+                if phase == "first_token"
+                else SimulatorConfig(
+                    fault=Fault(kind="http_error", status=429, retry_after=600, message="Slow down")
+                )
+            )
+            sim = await nursery.start(serve, config)
+            url = sim.base_url
+
+            def ready(cli: Any) -> bool:
+                if phase == "first_token":
+                    return bool(sim.requests)
+                return b"retrying in" in cli.stderr
+
+        yield ["-p", "openai", "--base-url", url, "--api-key", "sk-x", "--retries", "3"], ready
+        nursery.cancel_scope.cancel()
+
+
+@SIGNALS
+@pytest.mark.parametrize("phase", ["headers", "first_token", "backoff"])
+async def test_a_signal_before_any_content_cancels_cleanly(
+    streambus_cmd: str,
+    tmp_path: Path,
+    phase: Literal["headers", "first_token", "backoff"],
+    signum: int,
+    code: int,
+) -> None:
+    db = tmp_path / "r.db"
+    async with provider_in(phase) as (options, ready):
+        cmd = [streambus_cmd, "run", *options, "-f", "jsonl", "--db", str(db), "Hi"]
+        async with running(cmd) as cli:
+            with trio.fail_after(30):
+                await cli.wait_for(lambda: ready(cli))
+                cli.signal(signum)
+                result = await cli.finish()
+    events = assert_cancelled_cleanly(result, code, db)
+    assert [type(e) for e in events] == [Start, Stop]  # the start stays: the request was made
+    if phase == "backoff":
+        assert b"retrying in 30.0 s (attempt 2 of 4)" in result[2]
+
+
+# -- the command line: streaming, tools, replay ----------------------------------------------
+
+
+@SIGNALS
+async def test_a_signal_mid_stream_keeps_what_was_printed_in_the_recording(
+    streambus_cmd: str, tmp_path: Path, signum: int, code: int
+) -> None:
+    """tests/test_cli.py checks the text output; this checks the recording."""
+    db = tmp_path / "r.db"
+    cmd = [streambus_cmd, "run", "--sim-tps", "30", "--sim-ttft", "0", "-f", "jsonl"]
+    async with running([*cmd, "--db", str(db), "What is streaming?"]) as cli:
+        with trio.fail_after(30):
+            await cli.wait_for(lambda: cli.stdout.count(b'"type":"delta"') >= 3)
+            cli.signal(signum)
+            result = await cli.finish()
+    events = assert_cancelled_cleanly(result, code, db)
+    assert sum(isinstance(e, Delta) for e in events) >= 3
+
+
+@SIGNALS
+async def test_a_signal_mid_replay_ends_it_with_one_cancelled_stop(
+    streambus_cmd: str, signum: int, code: int
+) -> None:
+    imported = run(streambus_cmd, "import", str(KOREAN_SAMPLE))
+    assert imported.returncode == 0, imported.stderr
+    recorded = [decode_event(line) for line in KOREAN_SAMPLE.read_text("utf-8").splitlines()]
+    cmd = [streambus_cmd, "replay", "latest", "--speed", "0.2", "-f", "jsonl"]
+    async with running(cmd) as cli:
+        with trio.fail_after(30):
+            await cli.wait_for(lambda: cli.stdout.count(b'"type":"delta"') >= 3)
+            cli.signal(signum)
+            result = await cli.finish()
+    events = assert_cancelled_cleanly(result, code, db=None)  # replays are not recorded
+    assert events[:-1] == recorded[: len(events) - 1]
+    assert result[2].decode().splitlines()[-1].startswith("streambus: replayed session ")
+    database = open_db(DB["path"])  # the recording replayed is untouched
+    assert database.execute("pragma integrity_check").fetchone()[0] == "ok"
+    assert list(streambus.db.read_events(database, recorded[0].session)) == recorded
+
+
+# -- the command line: startup, and a second Ctrl-C ------------------------------------------
+
+
+async def test_a_second_ctrl_c_during_shutdown_exits_at_once(
+    streambus_cmd: str, tmp_path: Path
+) -> None:
+    """The first Ctrl-C's shutdown is held up by the recorder: another connection holds the
+    database's write lock, so the final write waits (up to its 30 s busy timeout). The second
+    Ctrl-C must end the process at once, and the database must stay sound."""
+    db = tmp_path / "r.db"
+    cmd = [streambus_cmd, "run", "--sim-tps", "30", "--sim-ttft", "0", "-f", "jsonl"]
+    async with running([*cmd, "--db", str(db), "What is streaming?"]) as cli:
+        with trio.fail_after(30):
+            await cli.wait_for(lambda: cli.stdout.count(b'"type":"delta"') >= 3)
+        other = sqlite3.connect(db, isolation_level=None, timeout=10)
+        try:
+            other.execute("begin immediate")  # the write lock, until rollback
+            with trio.fail_after(30):
+                cli.signal(signal.SIGINT)
+                await cli.wait_for(lambda: b'"reason":"cancelled"' in cli.stdout)
+            assert cli.process.returncode is None  # still shutting down: the recorder waits
+            cli.signal(signal.SIGINT)
+            with trio.fail_after(3):
+                code, stdout, stderr = await cli.finish()
+        finally:
+            other.execute("rollback")
+            other.close()
+    assert code == 130 and b"Traceback" not in stderr
+    printed = [decode_event(line) for line in stdout.splitlines()]
+    database = open_db(db)
+    assert database.execute("pragma integrity_check").fetchone()[0] == "ok"
+    for row in database["sessions"].rows:
+        stored = list(streambus.db.read_events(database, row["id"]))
+        assert sum(isinstance(e, Stop) for e in stored) <= 1
+        assert stored == printed[: len(stored)]  # what was committed, in order, no gaps
+
+
+# -- the library: a cancelled scope ----------------------------------------------------------
+
+
+def all_tasks() -> set[trio.lowlevel.Task]:
+    tasks: set[trio.lowlevel.Task] = set()
+    pending = [trio.lowlevel.current_root_task()]
+    while pending:
+        task = pending.pop()
+        if task is not None:
+            tasks.add(task)
+            pending += [t for n in task.child_nurseries for t in n.child_tasks]
+    return tasks
+
+
+def under(task: trio.lowlevel.Task, nursery: trio.Nursery) -> bool:
+    parent = task.parent_nursery
+    while parent is not None:
+        if parent is nursery:
+            return True
+        parent = parent.parent_task.parent_nursery
+    return False
+
+
+class Button:
+    """A "stop generating" button: pressed (``scope.cancel()``) once ``ready`` is set."""
+
+    def __init__(self) -> None:
+        self.ready = trio.Event()
+        self.scope = trio.CancelScope()
+
+    async def watch(self) -> None:
+        await self.ready.wait()
+        self.scope.cancel()
+
+
+async def press_during(
+    button: Button,
+    produce: Callable[[Bus], Awaitable[Any]],
+    servers: trio.Nursery,
+    *extra: Any,
+) -> dict[str, list[Event]]:
+    """Run ``produce`` on a bus with a fast, a slow and a batch subscriber until the button
+    is pressed; what each subscriber received. Checks that cancellation propagated out of
+    ``produce`` and that nothing it started is still running (the servers aside)."""
+    before = all_tasks()
+    seen: dict[str, list[Event]] = {"fast": [], "slow": [], "batches": []}
+
+    async def slow(event: Event) -> None:
+        await trio.sleep(0.005)
+        seen["slow"].append(event)
+
+    class Batches:
+        def on_events(self, batch: tuple[Event, ...]) -> None:
+            seen["batches"].extend(batch)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(button.watch)
+            async with open_bus(grace=2) as bus:
+                bus.subscribe(seen["fast"].append, name="fast")
+                bus.subscribe(slow, name="slow")
+                bus.subscribe(Batches(), name="batches")
+                for handler in extra:
+                    bus.subscribe(handler)
+                with button.scope:
+                    await produce(bus)
+                    raise AssertionError("produce() returned instead of being cancelled")
+    assert button.scope.cancelled_caught
+    assert not bus.failures
+    left = {task for task in all_tasks() - before if not under(task, servers)}
+    assert not left, left
+    for events in seen.values():
+        last = events[-1]
+        assert isinstance(last, Stop) and last.reason == "cancelled", last
+        assert sum(isinstance(e, Stop) and e.reason == "cancelled" for e in events) == 1
+        assert_sessions_end_once(events)
+    assert seen["slow"] == seen["fast"] == seen["batches"]
+    return seen
+
+
+def openai_at(base_url: str) -> ProviderConfig:
+    return ProviderConfig("sim", "openai", base_url, "sim-1", "sk-x")
+
+
+async def test_cancelled_while_waiting_for_response_headers() -> None:
+    button = Button()
+
+    async def silent(request: HTTPRequest) -> HTTPResponse:
+        button.ready.set()
+        await trio.sleep_forever()
+        raise AssertionError  # pragma: no cover
+
+    async with trio.open_nursery() as servers:
+        port = await servers.start(functools.partial(serve_http, silent))
+        config = openai_at(f"http://127.0.0.1:{port}/v1")
+        seen = await press_during(button, lambda bus: stream(bus, "Hi", provider=config), servers)
+        servers.cancel_scope.cancel()
+    assert [type(e) for e in seen["fast"]] == [Start, Stop]
+
+
+async def test_cancelled_during_the_backoff_sleep() -> None:
+    button = Button()
+
+    class OnRetry(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "retrying in" in record.getMessage():
+                button.ready.set()
+
+    fault = Fault(kind="http_error", status=429, retry_after=600)
+    handler = OnRetry()
+    logging.getLogger("streambus").addHandler(handler)
+    try:
+        async with trio.open_nursery() as servers:
+            sim = await servers.start(serve, SimulatorConfig(fault=fault))
+            config = openai_at(sim.base_url)
+            seen = await press_during(
+                button, lambda bus: stream(bus, "Hi", provider=config, retries=3), servers
+            )
+            servers.cancel_scope.cancel()
+    finally:
+        logging.getLogger("streambus").removeHandler(handler)
+    assert [type(e) for e in seen["fast"]] == [Start, Stop]
+    assert len(sim.requests) == 1  # no retry was sent after the button
+
+
+async def test_cancelled_mid_stream(tmp_path: Path) -> None:
+    button = Button()
+
+    def after_three_deltas(event: Event) -> None:
+        after_three_deltas.count += isinstance(event, Delta)  # type: ignore[attr-defined]
+        if after_three_deltas.count == 3:  # type: ignore[attr-defined]
+            button.ready.set()
+
+    after_three_deltas.count = 0  # type: ignore[attr-defined]
+    recorder = Recorder(tmp_path / "r.db")
+    async with trio.open_nursery() as servers:
+        sim = await servers.start(serve, SimulatorConfig(ttft=0, tokens_per_second=40))
+        config = openai_at(sim.base_url)
+        seen = await press_during(
+            button,
+            lambda bus: stream(bus, "What is streaming?", provider=config),
+            servers,
+            after_three_deltas,
+            recorder,
+        )
+        servers.cancel_scope.cancel()
+    assert sum(isinstance(e, Delta) for e in seen["fast"]) >= 3
+    session = seen["fast"][0].session
+    assert list(streambus.db.read_events(recorder.db, session)) == seen["fast"]
