@@ -17,6 +17,7 @@ import functools
 import logging
 import signal
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,11 +35,13 @@ from streambus import (
     Recorder,
     Start,
     Stop,
+    ToolResult,
     decode_event,
     open_bus,
     open_db,
     stream,
 )
+from streambus.conversation import converse
 from streambus.simulator import (
     Fault,
     HTTPRequest,
@@ -47,6 +50,7 @@ from streambus.simulator import (
     serve,
     serve_http,
 )
+from streambus.tools import ToolRegistry
 from tests.test_cli import (
     DB,
     ROOT,
@@ -194,6 +198,73 @@ async def test_a_signal_mid_stream_keeps_what_was_printed_in_the_recording(
             result = await cli.finish()
     events = assert_cancelled_cleanly(result, code, db)
     assert sum(isinstance(e, Delta) for e in events) >= 3
+
+
+BLOCKING_TOOL = '''
+import os, time
+
+def get_weather(location: str) -> dict:
+    """Get the current weather for a location."""
+    open(os.environ["TOOL_MARKER"], "w").close()
+    time.sleep(600)  # ignores cancellation: a thread cannot be interrupted
+    return {"location": location}
+'''
+
+
+async def run_tool_until_started(
+    cmd: str, tmp_path: Path, source: str, signum: int, *options: str
+) -> tuple[tuple[int, bytes, bytes], float]:
+    """``run --tools`` with a tool that blocks; signal once the tool has started. The result
+    and how long the command took to end after the signal."""
+    tools = tmp_path / "tools.py"
+    tools.write_text(source, encoding="utf-8")
+    marker = tmp_path / "tool-started"
+    args = [cmd, "run", "--tools", str(tools), "--sim-tps", "0", "--sim-ttft", "0", *options]
+    async with running(
+        [*args, "--db", str(tmp_path / "r.db"), "What's the weather in Paris?"],
+        TOOL_MARKER=str(marker),
+    ) as cli:
+        with trio.fail_after(60):
+            await cli.wait_for(marker.exists)
+            cli.signal(signum)
+            signalled = trio.current_time()
+            result = await cli.finish()
+    return result, trio.current_time() - signalled
+
+
+@SIGNALS
+async def test_a_signal_during_tool_execution_ends_the_next_turn_cancelled(
+    streambus_cmd: str, tmp_path: Path, signum: int, code: int
+) -> None:
+    result, took = await run_tool_until_started(
+        streambus_cmd, tmp_path, BLOCKING_TOOL, signum, "-f", "jsonl"
+    )
+    assert took < 5  # the tool's thread is abandoned, not waited for
+    events = assert_cancelled_cleanly(result, code, tmp_path / "r.db")
+    first, second = assert_sessions_end_once(events).values()
+    assert isinstance(first[-1], Stop) and first[-1].reason == "tool_calls"
+    start, outcome, stop = second  # the turn the results were for: ended before it was sent
+    assert isinstance(start, Start) and start.turn == 1
+    assert start.conversation == first[0].conversation  # type: ignore[union-attr]
+    assert isinstance(outcome, ToolResult) and outcome.error == "cancelled"
+    assert outcome.name == "get_weather"
+    assert isinstance(stop, Stop) and stop.reason == "cancelled"
+
+
+async def test_a_signal_during_tool_execution_prints_the_cancelled_call(
+    streambus_cmd: str, tmp_path: Path
+) -> None:
+    (code, _, stderr), _ = await run_tool_until_started(
+        streambus_cmd, tmp_path, BLOCKING_TOOL, signal.SIGINT
+    )
+    assert code == 130
+    lines = stderr.decode().splitlines()
+    assert any(
+        line.startswith("[tool result 0] get_weather · ") and " · cancelled: " in line
+        for line in lines
+    ), lines
+    assert lines[-2].startswith("[cancelled"), lines
+    assert lines[-1].startswith("streambus: sessions "), lines
 
 
 @SIGNALS
@@ -403,3 +474,77 @@ async def test_cancelled_mid_stream(tmp_path: Path) -> None:
     assert sum(isinstance(e, Delta) for e in seen["fast"]) >= 3
     session = seen["fast"][0].session
     assert list(streambus.db.read_events(recorder.db, session)) == seen["fast"]
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_cancelled_while_tools_run(kind: str, tmp_path: Path) -> None:
+    """Two calls in one turn: get_time returns, get_weather is still running when the button
+    is pressed. The next turn's session says so: both results, then a cancelled stop."""
+    button = Button()
+    release = threading.Event()  # lets an abandoned sync tool's thread end after the test
+    threads: list[threading.Thread] = []
+
+    told = trio.Event()
+
+    async def get_time(location: str) -> str:
+        """Get the current time at a location."""
+        told.set()
+        return "12:00"  # its outcome is in before anyone sees ``told`` set
+
+    async def get_weather_async(location: str) -> str:
+        await told.wait()
+        button.ready.set()
+        await trio.sleep_forever()
+        raise AssertionError  # pragma: no cover
+
+    def get_weather_sync(location: str) -> str:
+        threads.append(threading.current_thread())
+        trio.from_thread.run(told.wait)
+        trio.from_thread.run_sync(button.ready.set)
+        release.wait(60)  # ignores cancellation, like any blocking call
+        return "too late"
+
+    tools = ToolRegistry([get_time])
+    tools.register(
+        get_weather_async if kind == "async" else get_weather_sync,
+        name="get_weather",
+        description="Get the current weather for a location.",
+    )
+    recorder = Recorder(tmp_path / "r.db")
+    try:
+        async with trio.open_nursery() as servers:
+            sim = await servers.start(serve, SimulatorConfig(ttft=0, tokens_per_second=0))
+            config = openai_at(sim.base_url)
+            seen = await press_during(
+                button,
+                lambda bus: converse(
+                    bus, "What's the weather and the time in Paris?", tools, provider=config
+                ),
+                servers,
+                recorder,
+            )
+            servers.cancel_scope.cancel()
+        if kind == "sync":
+            assert threads[0].is_alive()  # abandoned, not killed: it runs until it returns
+    finally:
+        release.set()
+    first, second = assert_sessions_end_once(seen["fast"]).values()
+    assert isinstance(first[-1], Stop) and first[-1].reason == "tool_calls"
+    start, *results, stop = second
+    assert isinstance(start, Start) and (start.turn, start.conversation) == (
+        1,
+        first[0].conversation,  # type: ignore[union-attr]
+    )
+    assert all(isinstance(r, ToolResult) for r in results)
+    by_name = {r.name: r for r in results}  # type: ignore[union-attr]
+    assert set(by_name) == {"get_weather", "get_time"}
+    assert by_name["get_time"].error is None and by_name["get_time"].content == "12:00"
+    assert by_name["get_weather"].error == "cancelled"
+    assert by_name["get_weather"].content == "Error: get_weather was cancelled before it returned"
+    assert isinstance(stop, Stop) and stop.reason == "cancelled" and stop.t_ns == 0
+    # what the turn would have sent carries the results too (nothing reached the provider)
+    assert start.request is not None
+    assert [m["role"] for m in start.request["messages"]] == ["user", "assistant", "tool", "tool"]
+    assert len(sim.requests) == 1
+    for session, events in sessions_of(seen["fast"]).items():
+        assert list(streambus.db.read_events(recorder.db, session)) == events
