@@ -90,7 +90,22 @@ def _setup_logging() -> None:
     log.propagate = False
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The ``streambus`` group: a Ctrl-C that no command listens for exits 130, quietly.
+
+    A command listens for signals only while it streams or replays (``_drive``). Before that
+    (importing a ``--tools`` file, opening the database) or just after, Python raises
+    KeyboardInterrupt, which click would turn into "Aborted!" and exit code 1.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            sys.exit(128 + signal.SIGINT)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(streambus.__version__, prog_name="streambus")
 def cli() -> None:
     """Stream LLM responses as one typed event bus (OpenAI, Anthropic, built-in simulator).

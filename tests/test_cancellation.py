@@ -291,6 +291,25 @@ async def test_a_signal_mid_replay_ends_it_with_one_cancelled_stop(
 # -- the command line: startup, and a second Ctrl-C ------------------------------------------
 
 
+async def test_ctrl_c_during_startup_exits_130_quietly(streambus_cmd: str, tmp_path: Path) -> None:
+    """Before the signal watcher listens (here: while a tool file is being imported)."""
+    tools = tmp_path / "tools.py"
+    tools.write_text(
+        'import os, time\nopen(os.environ["TOOL_MARKER"], "w").close()\ntime.sleep(600)\n'
+        "def get_weather(location: str) -> str:\n    return location\n",
+        encoding="utf-8",
+    )
+    marker = tmp_path / "importing"
+    cmd = [streambus_cmd, "run", "--tools", str(tools), "Hi"]
+    async with running(cmd, TOOL_MARKER=str(marker)) as cli:
+        with trio.fail_after(30):
+            await cli.wait_for(marker.exists)
+            cli.signal(signal.SIGINT)
+            code, _, stderr = await cli.finish()
+    assert code == 130
+    assert b"Traceback" not in stderr and b"Aborted" not in stderr, stderr.decode()
+
+
 async def test_a_second_ctrl_c_during_shutdown_exits_at_once(
     streambus_cmd: str, tmp_path: Path
 ) -> None:
