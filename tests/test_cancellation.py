@@ -211,6 +211,18 @@ def get_weather(location: str) -> dict:
 '''
 
 
+SHIELDED_TOOL = '''
+import os, trio
+
+async def get_weather(location: str) -> dict:
+    """Get the current weather for a location."""
+    open(os.environ["TOOL_MARKER"], "w").close()
+    with trio.CancelScope(shield=True):  # ignores cancellation, on purpose
+        await trio.sleep(600)
+    return {"location": location}
+'''
+
+
 async def run_tool_until_started(
     cmd: str, tmp_path: Path, source: str, signum: int, *options: str
 ) -> tuple[tuple[int, bytes, bytes], float]:
@@ -265,6 +277,28 @@ async def test_a_signal_during_tool_execution_prints_the_cancelled_call(
     ), lines
     assert lines[-2].startswith("[cancelled"), lines
     assert lines[-1].startswith("streambus: sessions "), lines
+
+
+async def test_a_tool_that_ignores_cancellation_cannot_hold_the_process(
+    streambus_cmd: str, tmp_path: Path
+) -> None:
+    """An async tool that shields itself cannot be abandoned like a thread: subscribers hear
+    the cancellation at once, and the process quits after the shutdown grace."""
+    result, took = await run_tool_until_started(
+        streambus_cmd, tmp_path, SHIELDED_TOOL, signal.SIGTERM, "-f", "jsonl"
+    )
+    assert 9 < took < 20
+    code, stdout, stderr = result
+    assert code == 143 and b"Traceback" not in stderr
+    assert stderr.decode().splitlines()[-1] == (
+        "streambus: still stopping after 10 s; quitting now"
+    )
+    events = [decode_event(line) for line in stdout.splitlines()]
+    last = events[-1]
+    assert isinstance(last, Stop) and last.reason == "cancelled"
+    database = open_db(tmp_path / "r.db")  # the cancelled turn was committed before
+    for session, printed in assert_sessions_end_once(events).items():
+        assert list(streambus.db.read_events(database, session)) == printed
 
 
 @SIGNALS
