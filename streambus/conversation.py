@@ -134,9 +134,10 @@ async def _run_calls(
     on_cancel: Callable[[list[ToolOutcome]], Awaitable[None]],
 ) -> list[ToolOutcome]:
     """:func:`streambus.tools.run_calls`, but when cancelled ``on_cancel`` gets one outcome
-    per call at once (error ``cancelled`` for those still running), shielded: before waiting
-    for tools that ignore cancellation (a worker thread is abandoned, an async tool that
-    shields itself is waited for), so the cancellation is heard at once whatever they do."""
+    per call at once (error ``cancelled`` for those still running): before waiting for tools
+    that ignore cancellation (a worker thread is abandoned, an async tool that shields itself
+    is waited for), so the cancellation is heard at once whatever they do. ``on_cancel`` runs
+    in the cancelled scope: it must shield what it awaits."""
     started = trio.current_time()
     done: dict[int, ToolOutcome] = {}
     finished = trio.Event()
@@ -155,8 +156,7 @@ async def _run_calls(
                 done[position] if position in done else _cancelled(call, elapsed)
                 for position, call in enumerate(calls)
             ]
-            with trio.CancelScope(shield=True):
-                await on_cancel(sorted(so_far, key=lambda o: o.index))
+            await on_cancel(sorted(so_far, key=lambda o: o.index))
             raise
 
     if not calls:
