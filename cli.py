@@ -38,6 +38,11 @@ from streambus import exchange
 from streambus.simulator import SimulatorConfig, parse_fault
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_SHUTDOWN_GRACE = 10.0
+"""Seconds from the first signal to the end of the run: publishing the cancelled stop, the
+subscribers draining, the recording committed. Past it (an async tool that ignores
+cancellation, a database locked by another writer) the process exits anyway, as after a
+second Ctrl-C. Twice the bus's grace, which bounds each of the publish and the drain."""
 
 
 def _default_seconds(name: str) -> float:
@@ -102,7 +107,22 @@ def _setup_logging() -> None:
     log.propagate = False
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The ``streambus`` group: a Ctrl-C that no command listens for exits 130, quietly.
+
+    A command listens for signals only while it streams or replays (``_drive``). Before that
+    (importing a ``--tools`` file, opening the database) or just after, Python raises
+    KeyboardInterrupt, which click would turn into "Aborted!" and exit code 1.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            sys.exit(128 + signal.SIGINT)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(streambus.__version__, prog_name="streambus")
 def cli() -> None:
     """Stream LLM responses as one typed event bus (OpenAI, Anthropic, built-in simulator).
@@ -374,7 +394,9 @@ async def _drive(
     """Publish a session to ``subscribers`` under a signal watcher (run and replay share it).
 
     The first Ctrl-C/SIGTERM cancels ``produce`` (which then publishes a cancelled ``stop``);
-    a second one exits at once. Returns the message, failed subscribers and the signal.
+    a second one exits at once, and so does a shutdown still going after ``_SHUTDOWN_GRACE``
+    (``os._exit``: a recording write cut short is rolled back by SQLite, never half done).
+    Returns the message, failed subscribers and the signal.
     """
     received: list[int] = []
     message: streambus.Message | None = None
@@ -383,12 +405,24 @@ async def _drive(
         async with trio.open_nursery() as nursery:
             work = trio.CancelScope()
 
+            def stop(signum: int) -> None:
+                if not received:
+                    received.append(signum)
+                    nursery.start_soon(give_up_after_grace)
+                work.cancel()
+
+            async def give_up_after_grace() -> None:
+                await trio.sleep(_SHUTDOWN_GRACE)
+                click.echo(
+                    f"streambus: still stopping after {_SHUTDOWN_GRACE:g} s; quitting now", err=True
+                )
+                os._exit(128 + received[0])
+
             async def watch() -> None:
                 async for signum in signals:
                     if received:  # a second signal while shutting down: leave now
                         os._exit(128 + received[0])
-                    received.append(signum)
-                    work.cancel()
+                    stop(signum)
 
             nursery.start_soon(watch)
 
@@ -396,9 +430,7 @@ async def _drive(
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, sys.stdout.fileno())  # nothing more to say on stdout, ever
                 os.close(devnull)
-                if not received:
-                    received.append(signal.SIGPIPE)
-                work.cancel()
+                stop(signal.SIGPIPE)
 
             with work:
                 async with streambus.open_bus() as bus:

@@ -11,16 +11,21 @@ and runs nothing.
 
 from __future__ import annotations
 
+import datetime
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import trio
 
 from streambus.bus import Bus
 from streambus.client import new_session_id, open_provider, stream
-from streambus.message import Message
-from streambus.providers import ProviderConfig, Request
-from streambus.tools import ToolOutcome, ToolRegistry, run_calls
+from streambus.events import Event
+from streambus.message import Message, ToolCall
+from streambus.providers import ProviderConfig, Request, scrub
+from streambus.tools import ToolOutcome, ToolRegistry, run_call
 
 __all__ = ["DEFAULT_MAX_STEPS", "Conversation", "converse"]
 
@@ -88,10 +93,20 @@ async def _converse(
     conversation = Conversation(new_session_id(), max_steps=max_steps)
     messages = list(request.messages)
     outcomes: list[ToolOutcome] = []
-    for turn in range(max_steps):
-        this_turn = msgspec.structs.replace(
+
+    def with_messages(messages: list[dict[str, Any]]) -> Request:
+        return msgspec.structs.replace(
             request, messages=messages, extra={**request.extra, "tools": offered}
         )
+
+    async def cancelled_turn(
+        turn: int, sent: list[dict[str, Any]], message: Message, outcomes: list[ToolOutcome]
+    ) -> None:
+        next_request = with_messages(sent + follow_up(config.format, message, outcomes))
+        await _publish_cancelled_turn(bus, config, next_request, conversation.id, turn, outcomes)
+
+    for turn in range(max_steps):
+        this_turn = with_messages(messages)
         message = await stream(
             bus,
             this_turn,
@@ -107,9 +122,99 @@ async def _converse(
             break
         if turn + 1 == max_steps:
             break
-        outcomes = await run_calls(tools, message.tool_calls)
+        on_cancel = functools.partial(cancelled_turn, turn + 1, messages, message)
+        outcomes = await _run_calls(tools, message.tool_calls, on_cancel)
         messages = messages + follow_up(config.format, message, outcomes)
     return conversation
+
+
+async def _run_calls(
+    tools: ToolRegistry,
+    calls: Sequence[ToolCall],
+    on_cancel: Callable[[list[ToolOutcome]], Awaitable[None]],
+) -> list[ToolOutcome]:
+    """:func:`streambus.tools.run_calls`, but when cancelled ``on_cancel`` gets one outcome
+    per call at once (error ``cancelled`` for those still running): before waiting for tools
+    that ignore cancellation (a worker thread is abandoned, an async tool that shields itself
+    is waited for), so the cancellation is heard at once whatever they do. ``on_cancel`` runs
+    in the cancelled scope: it must shield what it awaits."""
+    started = trio.current_time()
+    done: dict[int, ToolOutcome] = {}
+    finished = trio.Event()
+
+    async def run(position: int, call: ToolCall) -> None:
+        done[position] = await run_call(tools, call)
+        if len(done) == len(calls):
+            finished.set()
+
+    async def watch() -> None:
+        try:
+            await finished.wait()
+        except trio.Cancelled:
+            elapsed = round((trio.current_time() - started) * 1e9)
+            so_far = [
+                done[position] if position in done else _cancelled(call, elapsed)
+                for position, call in enumerate(calls)
+            ]
+            await on_cancel(sorted(so_far, key=lambda o: o.index))
+            raise
+
+    if not calls:
+        return []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        for position, call in enumerate(calls):
+            nursery.start_soon(run, position, call)
+    return sorted(done.values(), key=lambda o: o.index)
+
+
+def _cancelled(call: ToolCall, duration_ns: int) -> ToolOutcome:
+    return ToolOutcome(
+        index=call.index,
+        id=call.id,
+        name=call.name,
+        content=f"Error: {call.name or 'the tool'} was cancelled before it returned",
+        error="cancelled",
+        duration_ns=duration_ns,
+    )
+
+
+async def _publish_cancelled_turn(
+    bus: Bus,
+    config: ProviderConfig,
+    request: Request,
+    conversation: str,
+    turn: int,
+    outcomes: list[ToolOutcome],
+) -> None:
+    """The turn that would have carried ``outcomes``, as a session that was cancelled before
+    its request went out: ``start``, the results, ``stop`` (``cancelled``), all at ``t_ns`` 0.
+    Published even while cancelled, but never hanging on a stuck subscriber."""
+    normalizer = config.normalizer(new_session_id(), request.model)
+    started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+    start = normalizer.start(
+        host=config.host,
+        started_at=started_at,
+        request=scrub(config.body(request)),
+        conversation=conversation,
+        turn=turn,
+    )
+    events: list[Event] = [start]
+    for o in outcomes:
+        events.append(
+            normalizer.tool_result(
+                0,
+                index=o.index,
+                id=o.id,
+                name=o.name,
+                content=o.content,
+                error=o.error,
+                duration_ns=o.duration_ns,
+            )
+        )
+    events += normalizer.cancel(0)
+    with trio.CancelScope(shield=True), trio.move_on_after(bus.grace):
+        await bus.publish(events)
 
 
 def follow_up(fmt: str, message: Message, outcomes: list[ToolOutcome]) -> list[dict[str, Any]]:

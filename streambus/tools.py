@@ -55,7 +55,13 @@ __all__ = [
 ]
 
 ToolError: TypeAlias = Literal[
-    "unknown_tool", "invalid_json", "invalid_arguments", "exception", "timeout", "too_large"
+    "unknown_tool",
+    "invalid_json",
+    "invalid_arguments",
+    "exception",
+    "timeout",
+    "too_large",
+    "cancelled",
 ]
 TOOL_ERRORS: Final = (
     "unknown_tool",
@@ -64,7 +70,10 @@ TOOL_ERRORS: Final = (
     "exception",
     "timeout",
     "too_large",
+    "cancelled",
 )
+"""``cancelled`` is never returned by :func:`run_call`: it marks, in the record of a
+conversation cancelled while its tools ran, the calls that had not returned yet."""
 DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_MAX_RESULT_BYTES: Final = 64 * 1024
 MIN_RESULT_BYTES: Final = 256

@@ -7,7 +7,8 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -204,33 +205,71 @@ def test_sim_command_serves_the_official_openai_client(streambus_cmd: str) -> No
     assert len(text.split()) > 5
 
 
+class Running:
+    """A CLI process started by :func:`running`: its output so far, and signals to send it."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.stdout = b""
+        self.stderr = b""
+        self.closed = {"stdout": trio.Event(), "stderr": trio.Event()}
+
+    async def collect(self, name: str) -> None:
+        stream = getattr(self.process, name)
+        while chunk := await stream.receive_some():
+            setattr(self, name, getattr(self, name) + chunk)
+        self.closed[name].set()
+
+    async def wait_for(self, ready: Callable[[], bool]) -> None:
+        """Until ``ready()`` holds, checked every 10 ms (it may look at the output so far or
+        at outside state: a marker file, a server); fails if the command ends first."""
+        while not ready():
+            assert not all(done.is_set() for done in self.closed.values()), (
+                "the command ended before it could be interrupted: "
+                + self.stderr.decode(errors="replace")
+            )
+            await trio.sleep(0.01)
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    async def finish(self) -> tuple[int, bytes, bytes]:
+        """The exit code and everything the command printed."""
+        code = await self.process.wait()
+        for done in self.closed.values():
+            await done.wait()
+        return code, self.stdout, self.stderr
+
+
+@asynccontextmanager
+async def running(cmd: list[str], **env: str) -> AsyncIterator[Running]:
+    """Start the CLI with its stdout and stderr collected in the background; killed if the
+    block is left while it still runs (a failed test must not leave it behind)."""
+    process = await trio.lowlevel.open_process(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(**env)
+    )
+    cli = Running(process)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cli.collect, "stdout")
+        nursery.start_soon(cli.collect, "stderr")
+        try:
+            yield cli
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+
+
 async def interrupt_when(
     cmd: list[str], ready: Callable[[bytes], bool], signum: int = signal.SIGINT
 ) -> tuple[int, bytes, bytes]:
     """Start the CLI, wait until its stdout satisfies ``ready``, signal it, collect the rest."""
-    process = await trio.lowlevel.open_process(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env()
-    )
-    assert process.stdout is not None and process.stderr is not None
-    stdout = stderr = b""
-    with trio.fail_after(30):
-        while not ready(stdout):
-            chunk = await process.stdout.receive_some()
-            assert chunk, "the command ended before it could be interrupted"
-            stdout += chunk
-        process.send_signal(signum)
-        async with trio.open_nursery() as nursery:
-
-            async def drain_err() -> None:
-                nonlocal stderr
-                while chunk := await process.stderr.receive_some():  # type: ignore[union-attr]
-                    stderr += chunk
-
-            nursery.start_soon(drain_err)
-            while chunk := await process.stdout.receive_some():
-                stdout += chunk
-        code = await process.wait()
-    return code, stdout, stderr
+    async with running(cmd) as cli:
+        with trio.fail_after(30):
+            await cli.wait_for(lambda: ready(cli.stdout))
+            cli.signal(signum)
+            return await cli.finish()
 
 
 async def interrupt_mid_stream(cmd: list[str], signum: int) -> tuple[int, bytes, bytes]:

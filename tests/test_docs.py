@@ -68,15 +68,27 @@ def test_event_schema_doc_matches_the_types() -> None:
     assert schema == render_schema(), "docs/events.schema.json is stale: python -m tests.test_docs"
 
 
-@pytest.mark.parametrize("example", sorted((DOCS / "examples").glob("*.py")), ids=lambda p: p.name)
-def test_examples_run(example: Path) -> None:
+def run_example(example: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
     env["PYTHONPATH"] = str(ROOT)
     result = subprocess.run(
         [sys.executable, str(example)], capture_output=True, text=True, env=env, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip()
+    return result
+
+
+@pytest.mark.parametrize("example", sorted((DOCS / "examples").glob("*.py")), ids=lambda p: p.name)
+def test_examples_run(example: Path) -> None:
+    assert run_example(example).stdout.strip()
+
+
+def test_the_stop_button_example_keeps_the_partial_answer() -> None:
+    *answer, last = run_example(DOCS / "examples" / "stop_button.py").stdout.splitlines()
+    match = re.fullmatch(r"\[cancelled\] kept (\d+) deltas, (\d+) characters", last)
+    assert match, last
+    assert int(match[1]) >= 20  # clicked after 20 text deltas, mid-answer
+    assert len("\n".join(answer)) == int(match[2]) > 0  # what was shown is what was kept
 
 
 def test_public_api_is_exactly_all() -> None:
