@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tracemalloc
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -292,3 +293,43 @@ def test_cli(
     status = conn.execute("select status, attempts from sessions").fetchall()
     assert status == [("ok" if code == 0 else "error", attempts)]
     assert json.loads(conn.execute("select request from sessions").fetchone()[0])["stream"]
+
+
+# --- hostile bytes: bounded memory, compressed streams ---------------------------------------
+
+
+async def test_an_endless_line_costs_bounded_memory(tmp_path: Path) -> None:
+    """64 MiB without a line end: the decoder stops at its 16 MiB limit, keeping what came."""
+    fault = {"kind": "endless_line", "size": 64 * 2**20, "after_events": 2}
+    tracemalloc.start()
+    try:
+        message, seen = await run_case(
+            "openai", build_request("openai", fault, False), tmp_path / "r.db", 0
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    stop = seen[-1]
+    assert isinstance(stop, Stop) and stop.error_kind == "protocol"
+    assert "exceeds the 16 MiB limit" in (stop.error or "")
+    assert message.text  # the two events before it are kept
+    assert peak < 40 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_a_gzip_stream_reads_like_a_plain_one(provider: str, tmp_path: Path) -> None:
+    full = await baseline(provider, False, tmp_path / "baseline.db")
+    request = build_request(provider, None, False)
+    request.extra["simulator"] = {"gzip": True}
+    message, _ = await run_case(provider, request, tmp_path / "r.db", 0)
+    assert message.stop.reason == "stop" and parts(message) == full
+
+
+async def test_a_gzip_stream_cut_mid_chunk_keeps_what_came(tmp_path: Path) -> None:
+    full = await baseline("anthropic", False, tmp_path / "baseline.db")
+    request = build_request("anthropic", fault_for("cut_chunk", "text", False), False)
+    request.extra["simulator"]["gzip"] = True
+    message, seen = await run_case("anthropic", request, tmp_path / "r.db", 2)
+    stop = seen[-1]
+    assert isinstance(stop, Stop) and stop.error_kind == "connection" and stop.attempts == 1
+    assert message.text and full[0].startswith(message.text)
