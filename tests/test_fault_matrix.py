@@ -333,3 +333,18 @@ async def test_a_gzip_stream_cut_mid_chunk_keeps_what_came(tmp_path: Path) -> No
     stop = seen[-1]
     assert isinstance(stop, Stop) and stop.error_kind == "connection" and stop.attempts == 1
     assert message.text and full[0].startswith(message.text)
+
+
+async def test_an_undecodable_compressed_body_is_a_protocol_error(tmp_path: Path) -> None:
+    from streambus.simulator import Canned, serve_canned
+
+    headers = (("content-type", "text/event-stream"), ("content-encoding", "gzip"))
+    canned = Canned(b"\x1f\x8b\x08\x00 this is not gzip at all", headers=headers, chunk_size=8)
+    seen: list[Event] = []
+    async with serve_canned({"/v1/chat/completions": canned}) as server, open_bus() as bus:
+        bus.subscribe(seen.append)
+        config = ProviderConfig("openai", "openai", f"{server.url}/v1", "m", api_key="sk-x")
+        await stream(bus, "hi", provider=config, retries=2)
+    stop = seen[-1]
+    assert isinstance(stop, Stop) and stop.error_kind == "protocol" and stop.attempts == 1
+    assert (stop.error or "").startswith("cannot decode the body 127.0.0.1:")
