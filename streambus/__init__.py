@@ -17,7 +17,6 @@ from streambus.errors import (
     ProviderError,
     RemoteProtocolError,
     StreambusError,
-    TransportError,
 )
 from streambus.events import (
     Channel,
@@ -86,7 +85,6 @@ __all__ = [
     "ToolOutcome",
     "ToolRegistry",
     "ToolResult",
-    "TransportError",
     "Usage",
     "__version__",
     "assemble",

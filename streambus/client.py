@@ -30,6 +30,7 @@ from streambus.bus import Bus, Subscription, open_bus
 from streambus.errors import ProtocolError, ProviderError, StreambusError
 from streambus.events import ErrorKind, Event, Stop
 from streambus.message import Message, MessageBuilder
+from streambus.normalizers import Normalizer
 from streambus.providers import (
     ProviderConfig,
     Request,
@@ -158,6 +159,40 @@ def _tls_context() -> ssl.SSLContext:
     return httpx2.create_ssl_context()
 
 
+def opening_events(
+    normalizer: Normalizer,
+    config: ProviderConfig,
+    body: dict[str, Any],
+    *,
+    conversation: str | None,
+    turn: int,
+    tool_results: Sequence[ToolOutcome],
+) -> list[Event]:
+    """A session's first events: ``start`` (where, when, and what is sent, credentials
+    scrubbed), then one ``tool_result`` per outcome the request carries, all at ``t_ns`` 0."""
+    started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+    start = normalizer.start(
+        host=config.host,
+        started_at=started_at,
+        request=scrub(body),
+        conversation=conversation,
+        turn=turn,
+    )
+    results = [
+        normalizer.tool_result(
+            0,
+            index=o.index,
+            id=o.id,
+            name=o.name,
+            content=o.content,
+            error=o.error,
+            duration_ns=o.duration_ns,
+        )
+        for o in tool_results
+    ]
+    return [start, *results]
+
+
 class _Failure(NamedTuple):
     """A failed attempt, not yet published: the caller decides between retrying and the end.
 
@@ -225,31 +260,19 @@ class _Session:
 
     async def run(self, client: httpx2.AsyncClient) -> Message:
         self._t0 = trio.current_time()
-        started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
-        start = self.normalizer.start(
-            host=self._host,
-            started_at=started_at,
-            request=scrub(self._body),
+        opening = opening_events(
+            self.normalizer,
+            self.config,
+            self._body,
             conversation=self.conversation,
             turn=self.turn,
+            tool_results=self.tool_results,
         )
-        results = [
-            self.normalizer.tool_result(
-                0,
-                index=o.index,
-                id=o.id,
-                name=o.name,
-                content=o.content,
-                error=o.error,
-                duration_ns=o.duration_ns,
-            )
-            for o in self.tool_results
-        ]
         total = self.timeouts.total
         self._deadline = self._t0 + (math.inf if total is None else total)
         try:
             # start is inside: a subscriber that got it must get the stop too
-            await self._publish([start, *results])
+            await self._publish(opening)
             with trio.move_on_at(self._deadline) as scope:
                 await self._attempts(client)
         except BaseException as exc:

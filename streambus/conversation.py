@@ -11,7 +11,6 @@ and runs nothing.
 
 from __future__ import annotations
 
-import datetime
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,10 +20,9 @@ import msgspec
 import trio
 
 from streambus.bus import Bus
-from streambus.client import new_session_id, open_provider, stream
-from streambus.events import Event
+from streambus.client import new_session_id, open_provider, opening_events, stream
 from streambus.message import Message, ToolCall
-from streambus.providers import ProviderConfig, Request, scrub
+from streambus.providers import ProviderConfig, Request
 from streambus.tools import ToolOutcome, ToolRegistry, run_call
 
 __all__ = ["DEFAULT_MAX_STEPS", "Conversation", "converse"]
@@ -191,27 +189,14 @@ async def _publish_cancelled_turn(
     its request went out: ``start``, the results, ``stop`` (``cancelled``), all at ``t_ns`` 0.
     Published even while cancelled, but never hanging on a stuck subscriber."""
     normalizer = config.normalizer(new_session_id(), request.model)
-    started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
-    start = normalizer.start(
-        host=config.host,
-        started_at=started_at,
-        request=scrub(config.body(request)),
+    events = opening_events(
+        normalizer,
+        config,
+        config.body(request),
         conversation=conversation,
         turn=turn,
+        tool_results=outcomes,
     )
-    events: list[Event] = [start]
-    for o in outcomes:
-        events.append(
-            normalizer.tool_result(
-                0,
-                index=o.index,
-                id=o.id,
-                name=o.name,
-                content=o.content,
-                error=o.error,
-                duration_ns=o.duration_ns,
-            )
-        )
     events += normalizer.cancel(0)
     with trio.CancelScope(shield=True), trio.move_on_after(bus.grace):
         await bus.publish(events)

@@ -7,12 +7,12 @@ The tree::
     ├── ProtocolError            – a stream broke the rules of its format
     │   ├── LocalProtocolError   – the caller misused a sans-I/O object (fed after it ended)
     │   └── RemoteProtocolError  – the peer sent bytes we must not accept (bad UTF-8, oversize)
-    ├── ProviderError            – the provider answered an HTTP error instead of a stream
-    └── TransportError           – the connection failed or timed out
+    └── ProviderError            – the provider answered an HTTP error instead of a stream
 
-A stream that fails mid-way does not raise to subscribers: it ends with a ``stop`` event of
-reason ``error`` whose ``error`` text is ``str()`` of one of these. Messages are one line, name
-the cause, and never contain credentials.
+A stream that fails does not raise to subscribers: it ends with a ``stop`` event of reason
+``error`` whose ``error`` is one line naming the cause (never a credential) and whose
+``error_kind`` classifies it (a timeout, a broken connection, an HTTP error…; see
+``streambus.events.ErrorKind``).
 
 Lifecycle errors of the bus reuse trio's vocabulary (``trio.ClosedResourceError``,
 ``trio.BrokenResourceError``) instead of inventing ours.
@@ -27,7 +27,6 @@ __all__ = [
     "ProviderError",
     "RemoteProtocolError",
     "StreambusError",
-    "TransportError",
 ]
 
 
@@ -70,7 +69,3 @@ class ProviderError(StreambusError):
         self.retry_after = retry_after
         detail = f"{message} ({error_type})" if error_type else message
         super().__init__(f"{provider} returned HTTP {status}: {detail}")
-
-
-class TransportError(StreambusError):
-    """The connection could not be made, broke, or timed out."""
