@@ -371,13 +371,21 @@ async def _run(
             sessions.append(event.session)
 
     message, failures, signum = await _drive([*subscribers, note_start], produce)
-    recorded = (
-        "recorded"
-        if any(isinstance(s, streambus.Recorder) for s in subscribers)
-        else "not recorded"
-    )
-    which = f"session {sessions[0]}" if len(sessions) == 1 else f"sessions {', '.join(sessions)}"
+    recorders = [s for s in subscribers if isinstance(s, streambus.Recorder)]
+    unwritten = sum(r.pending for r in recorders)
+    recorded = "recorded" if recorders else "not recorded"
+    if unwritten:
+        recorded = f"recording incomplete: {_plural(unwritten, 'event')} not written"
+    if not sessions:
+        which = "no session started"
+    elif len(sessions) == 1:
+        which = f"session {sessions[0]}"
+    else:
+        which = f"sessions {', '.join(sessions)}"
     click.echo(f"streambus: {which} ({recorded})", err=True)
+    if unwritten and signum is None:
+        why = "; ".join(dict.fromkeys(r.last_error or "unknown error" for r in recorders))
+        click.echo(f"streambus: error: the recording could not be written: {why}", err=True)
     if exhausted and signum is None:
         click.echo(
             f"streambus: error: stopped after {_plural(max_steps, 'turn')} while the model still "
@@ -385,7 +393,8 @@ async def _run(
             err=True,
         )
         return 1
-    return _exit_code(message, failures, signum)
+    code = _exit_code(message, failures, signum)
+    return code or (1 if unwritten else 0)
 
 
 async def _drive(

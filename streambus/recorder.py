@@ -61,6 +61,13 @@ class Recorder:
         self._finished: dict[str, None] = {}  # recently stopped sessions, oldest first
         self._ignored: set[str] = set()
         self._failing = False
+        self.last_error: str | None = None
+        """Why the last write failed, while events are still waiting to be written."""
+
+    @property
+    def pending(self) -> int:
+        """Events received but not yet written (a locked or full database): 0 once all are."""
+        return len(self._rows)
 
     async def on_events(self, batch: Sequence[Event]) -> None:
         wanted = [event for event in batch if self._wanted(event)]
@@ -97,10 +104,12 @@ class Recorder:
             if not self._failing:
                 logger.warning("recorder: cannot write yet (%s); will retry", exc)
             self._failing = True
+            self.last_error = str(exc)
             return
         if self._failing:
             logger.warning("recorder: writing again; nothing was lost")
         self._failing = False
+        self.last_error = None
         self._rows = []
         self._touched = set()
         for sid in [s for s, state in self._states.items() if state.stop is not None]:

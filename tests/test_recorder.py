@@ -361,6 +361,27 @@ async def test_a_locked_database_delays_recording_but_loses_nothing(tmp_path: Pa
     assert list(read_events(open_db(path), "locked")) == events
 
 
+async def test_a_database_locked_to_the_end_says_what_is_unwritten(tmp_path: Path) -> None:
+    """The bus closes while another writer still holds the database: nothing pretends the
+    session was recorded; the events wait in the recorder, and a later flush writes them."""
+    path = tmp_path / "r.db"
+    open_db(path).conn.close()
+    impatient = sqlite_utils.Database(sqlite3.connect(path, timeout=0.05, check_same_thread=False))
+    blocker = sqlite3.connect(path, isolation_level=None)
+    events = synthetic_session("locked", 20)
+    recorder = Recorder(impatient)
+    blocker.execute("begin immediate")
+    async with open_bus() as bus:
+        bus.subscribe(recorder)
+        await bus.publish(events)
+    assert recorder.pending == len(events)
+    assert recorder.last_error == "database is locked"
+    blocker.execute("commit")
+    await recorder.flush()
+    assert (recorder.pending, recorder.last_error) == (0, None)
+    assert list(read_events(open_db(path), "locked")) == events
+
+
 async def test_events_after_stop_or_without_start_are_not_stored(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
     finished = synthetic_session("done", 3)
