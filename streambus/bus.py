@@ -285,7 +285,10 @@ class Bus:
         ``on_start``/``on_delta``/``on_tool_delta``/``on_usage``/``on_stop`` methods (any of them,
         sync or async), or ``on_events(batch)`` to take whole batches. An object may also have
         ``flush()`` and ``flush_interval`` (seconds): pending work is flushed at least that
-        often. Without a handler the subscription is an async iterator of events.
+        often. A batch taker may set ``delivery_window`` (seconds): it is then woken at most
+        once per window and gets everything published meanwhile in one call, instead of
+        once per network read (the printers and the recorder do: 5 ms). Without a handler the
+        subscription is an async iterator of events.
         """
         if self._closed:
             raise trio.ClosedResourceError("the bus is closed")
@@ -293,7 +296,11 @@ class Bus:
             name = (
                 _name_of(handler) if handler is not None else f"iterator-{len(self._subscriptions)}"
             )
-        sub = Subscription(self, name, policy, self.buffer if buffer is None else buffer)
+        if buffer is None:
+            buffer = self.buffer
+            if _window_of(handler) > 0:  # it lets batches pile up for a whole window
+                buffer *= _WINDOW_BUFFER_FACTOR
+        sub = Subscription(self, name, policy, buffer)
         self._subscriptions.append(sub)
         if handler is not None:
             sub._task_done = trio.Event()
@@ -451,6 +458,14 @@ def _maybe_async(fn: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
 
 
 _GATHER_LIMIT: Final = 10_000
+_WINDOW_BUFFER_FACTOR: Final = 64
+
+
+def _window_of(handler: Any) -> float:
+    """A batch taker's ``delivery_window`` in seconds (0: woken for every batch)."""
+    if handler is None or getattr(handler, "on_events", None) is None:
+        return 0.0
+    return float(getattr(handler, "delivery_window", 0) or 0)
 
 
 def _gather(batch: Batch, receive_nowait: Callable[[], Batch]) -> Batch:
@@ -498,25 +513,34 @@ def _deliverer(handler: Any) -> _Deliver:
 
     flush_async = _maybe_async(flush) if flush is not None else None
 
+    window = _window_of(handler)
+
     async def deliver(sub: Subscription) -> None:
         receive = sub._receive.receive
         # A batch taker gets everything pending at once: a subscriber whose every call costs
         # (the recorder writes to disk) then catches up in one call instead of falling behind.
         gather = getattr(sub._receive, "receive_nowait", None) if on_events is not None else None
-        deadline = math.inf
+        windowed = 0.0 if gather is None else window
+        deadline = math.inf  # when pending work must be flushed, if nothing else comes
         while True:
-            with trio.move_on_at(deadline) as timer:
-                try:
+            try:
+                if deadline == math.inf:  # no timer needed: a cancel scope costs µs per batch
                     batch = await receive()
-                except (trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-            if gather is not None and not timer.cancelled_caught:
-                batch = _gather(batch, gather)
-            if timer.cancelled_caught:
+                else:
+                    batch = ()
+                    with trio.move_on_at(deadline):
+                        batch = await receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if not batch:  # the flush timer ran out with nothing new
                 assert flush_async is not None
                 await flush_async()
                 deadline = math.inf
                 continue
+            if gather is not None:
+                if windowed:  # let the window's batches arrive, then take them all at once
+                    await trio.sleep(windowed)
+                batch = _gather(batch, gather)
             sub.delivered += len(batch)
             await take_batch(batch)
             if flush_async is not None and interval > 0:

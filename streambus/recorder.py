@@ -45,6 +45,8 @@ class Recorder:
     """
 
     flush_interval: float = 0.1
+    delivery_window: float = 0.005
+    """Woken at most every 5 ms, taking everything published meanwhile (docs/subscribers.md)."""
     max_pending: int = 1_000_000
 
     def __init__(

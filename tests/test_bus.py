@@ -474,3 +474,26 @@ async def test_a_subscriber_stuck_past_the_grace_is_failed_rather_than_left_with
         "subscriber 'stuck' failed: TimeoutError: took no events for 2 s during cancellation"
     ]
     assert stuck == events[:1]
+
+
+async def test_a_windowed_batch_taker_is_woken_once_per_window(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """``delivery_window``: one wake-up per window however many reads were published, so a
+    recorder or printer on a bus of hundreds of live streams costs little per event."""
+    events = make_session(100)
+    calls: list[tuple[float, int]] = []
+
+    class Windowed:
+        delivery_window = 0.005
+
+        def on_events(self, batch: Sequence[Event]) -> None:
+            calls.append((trio.current_time(), len(batch)))
+
+    async with open_bus() as bus:
+        bus.subscribe(Windowed())
+        for event in events:  # one event per read, each read a checkpoint: a live stream
+            await bus.publish([event])
+            await trio.lowlevel.checkpoint()
+    assert sum(n for _, n in calls) == len(events)
+    assert len(calls) == 1 and calls[0][0] == pytest.approx(0.005)  # all of it, 5 ms late
