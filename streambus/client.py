@@ -276,6 +276,8 @@ class _Session:
             with trio.move_on_at(self._deadline) as scope:
                 await self._attempts(client)
         except BaseException as exc:
+            if self.normalizer.stopped and self.builder.message.stop is None:
+                self.normalizer.abandon_attempt()  # its stop was held back, never published
             if _is_cancellation(exc):
                 await self._publish_final(self.normalizer.cancel(self._now()))
             else:  # a bug: still end the session before propagating
@@ -290,7 +292,7 @@ class _Session:
     def _timed_out(self) -> str:
         message = f"total timeout: the {self.timeouts.total:g} s budget ran out"
         attempts = self.normalizer.attempts
-        if self._last_error is not None:
+        if self._last_error is not None and not self.normalizer.content_seen:
             message += f" after {_plural(attempts, 'attempt')} (last: {self._last_error})"
         return message
 
@@ -323,6 +325,7 @@ class _Session:
                         attempt + 2,
                         self.retries + 1,
                     )
+                    normalizer.abandon_attempt()  # a cancel while sleeping must find it open
                     await trio.sleep(delay)
                     continue
             if normalizer.attempts > 1:
@@ -401,15 +404,19 @@ class _Session:
                     before = normalizer.content_events
                     events = normalizer.receive(sse_events, int((now - self._t0) * 1e9))
                     if not normalizer.content_seen:
-                        if normalizer.stopped:  # an in-stream error before any content
-                            retry = normalizer.provider_error_type in RETRY_ERROR_TYPES
-                            stop = events[-1]
-                            assert type(stop) is Stop and stop.error_kind is not None
+                        if not normalizer.stopped:
+                            continue  # nothing but usage so far: it goes out with stop
+                        stop = events[-1]
+                        assert type(stop) is Stop
+                        if stop.reason == "error":  # an in-stream error before any content
+                            assert stop.error_kind is not None
+                            retry = not normalizer.provider_error.isdisjoint(RETRY_ERROR_TYPES)
                             return _Failure(stop.error_kind, stop.error or "", retry, None, events)
-                        continue  # nothing but usage so far: it goes out with stop
-                    if normalizer.content_events > before:
+                        # else an answer without content (a budget spent on reasoning): done
+                    elif normalizer.content_events > before:
                         watchdog.on_content(now)
-                    await self._publish(events)
+                    with watchdog.paused():  # a slow subscriber is not a silent server
+                        await self._publish(events)
                     if normalizer.stopped:
                         return None
             decoder.close()

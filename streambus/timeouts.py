@@ -19,6 +19,8 @@ bytes and content arrive: no extra task, no timer per chunk.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Final
 
 import msgspec
@@ -81,6 +83,20 @@ class Watchdog:
         self.content_seen = True
         self._content_at = now + _limit(self.timeouts.stall)
         self.scope.deadline = min(self._idle_at, self._content_at)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No budget runs while the block runs (publishing to a slow subscriber: that is not
+        the server's silence); the deadlines move by however long it took."""
+        started = trio.current_time()
+        self.scope.deadline = math.inf
+        try:
+            yield
+        finally:
+            took = trio.current_time() - started
+            self._idle_at += took
+            self._content_at += took
+            self.scope.deadline = min(self._idle_at, self._content_at)
 
     def fired(self) -> tuple[ErrorKind, str]:
         """Which budget ran out (the earlier deadline), as an error kind and a message."""

@@ -84,8 +84,8 @@ class Normalizer:
         self._attempts = 0
         self._attempt_seq = 0
         self._content = 0  # content events (delta, tool_delta) emitted, across attempts
-        self.provider_error_type: str | None = None
-        """The ``type`` (or ``code``) of an in-stream provider error that ended the session."""
+        self.provider_error: frozenset[str] = frozenset()
+        """The ``type`` and ``code`` of an in-stream provider error that ended the session."""
 
     # -- the session's life cycle -------------------------------------------------------------
 
@@ -116,6 +116,12 @@ class Normalizer:
         self._rewind()
         self._attempts += 1
 
+    def abandon_attempt(self) -> None:
+        """Forget the current attempt without starting another (its events were never
+        published): the session is open again, so a cancellation can still end it."""
+        if self._attempts:
+            self._rewind()
+
     def _rewind(self) -> None:
         """Forget whatever the current attempt said (the caller published none of it).
 
@@ -132,7 +138,7 @@ class Normalizer:
         self._raw_reason = None
         self._in_tokens = self._out_tokens = self._cached_tokens = self._reasoning_tokens = None
         self._have_usage = False
-        self.provider_error_type = None
+        self.provider_error = frozenset()
         self._reset_attempt()
 
     def start(

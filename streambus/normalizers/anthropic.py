@@ -131,7 +131,7 @@ class AnthropicNormalizer(Normalizer):
         elif kind == "error":
             err = event.error or _Error()
             message = describe_error(self.provider, err.message, err.type, None)
-            self.provider_error_type = err.type
+            self.provider_error = frozenset([err.type] if err.type else [])
             out.extend(self._finish("error", t_ns, error=message, error_kind="provider"))
         # anything else (ping, new event types) is ignored on purpose
 

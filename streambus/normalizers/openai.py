@@ -108,7 +108,7 @@ class OpenAINormalizer(Normalizer):
         if chunk.error is not None:
             err = chunk.error
             message = describe_error(self.provider, err.message, err.type, err.code)
-            self.provider_error_type = err.type or (str(err.code) if err.code else None)
+            self.provider_error = frozenset(str(t) for t in (err.type, err.code) if t)
             out.extend(self._finish("error", t_ns, error=message, error_kind="provider"))
             return
         if chunk.usage is not None:
