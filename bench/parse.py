@@ -40,6 +40,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import json
+import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -556,36 +557,49 @@ _CONTENDERS: list[tuple[str, Callable[[str], Contender], bool]] = [
 ]
 
 
+def _race(group: str, n: int, contenders: list[tuple[str, Contender, bool]], reads: Reads,
+          reps: int, sdk_reps: int) -> list[Result]:  # fmt: skip
+    """Time every contender on ``reads`` in rounds (one run of each per round), so a load
+    change on the shared machine hits all of them alike; ratios are medians of per-round
+    ratios. The SDKs (slow) run in ``sdk_reps`` rounds spread over the ``reps``."""
+    sdk_rounds = {round(i * (reps - 1) / max(sdk_reps - 1, 1)) for i in range(sdk_reps)}
+    seconds: dict[str, dict[int, float]] = {name: {} for name, _, _ in contenders}
+    for round_ in range(reps):
+        for name, contender, sdk in contenders:
+            if not sdk or round_ in sdk_rounds:
+                [seconds[name][round_]] = repeat(lambda c=contender: c(reads), reps=1, warmup=0)
+
+    def ratio(name: str, base: str) -> float:
+        pairs = [t / seconds[base][r] for r, t in seconds[name].items()]
+        return round(statistics.median(pairs), 2)
+
+    ours_name, floor_name = contenders[0][0], contenders[-1][0]
+    rows = []
+    for name, _, _ in contenders:
+        row = measure(group, name, "µs/event", [t / n * 1e6 for t in seconds[name].values()])
+        row.extra["per_s"] = round(1e6 / row.median)
+        if name.startswith("ours"):
+            row.extra["x_floor"] = ratio(name, floor_name)
+        else:
+            row.extra["x_ours"] = ratio(name, ours_name)
+        rows.append(row)
+    return rows
+
+
 def run(quick: bool) -> list[Result]:
-    events, reps, sdk_reps = (60, 2, 1) if quick else (4000, 7, 3)
+    events, reps, sdk_reps = (60, 2, 1) if quick else (4000, 9, 3)
     results: list[Result] = []
     for payload in payloads(events):
         n = len(payload.events)
         contenders = [
-            (f"{name.replace('SDK', payload.provider + ' SDK')}", factory(payload.provider), sdk)
+            (name.replace("SDK", f"{payload.provider} SDK"), factory(payload.provider), sdk)
             for name, factory, sdk in _CONTENDERS
         ]
         for shape, reads in (("bulk", bulk_reads(payload)), ("live", live_reads(payload))):
-            group = f"{payload.name}, {shape} ({n} events in {len(reads)} reads)"
-            rows = []
-            for name, contender, sdk in contenders:
+            for name, contender, _ in contenders:
                 _check(name, payload, shape, contender(reads))  # also the warm-up run
-                seconds = repeat(
-                    lambda c=contender, r=reads: c(r),  # type: ignore[misc]
-                    reps=sdk_reps if sdk else reps,
-                    warmup=0,
-                )
-                us = [s / n * 1e6 for s in seconds]
-                rows.append(measure(group, name, "µs/event", us))
-            ours_us = rows[0].median
-            floor_us = rows[-1].median
-            for row in rows:
-                row.extra["per_s"] = round(1e6 / row.median)
-                if row.name.startswith("ours"):
-                    row.extra["x_floor"] = round(row.median / floor_us, 2)
-                else:
-                    row.extra["x_ours"] = round(row.median / ours_us, 2)
-            results += rows
+            group = f"{payload.name}, {shape} ({n} events in {len(reads)} reads)"
+            results += _race(group, n, contenders, reads, reps, sdk_reps)
     sizes = [1 << 10, 16 << 10] if quick else [1 << 10, 16 << 10, 256 << 10, 1 << 20]
     results += _assembly(sizes, fragment=16, reps=reps)
     return results
