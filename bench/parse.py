@@ -504,42 +504,51 @@ def _check(name: str, payload: Payload, shape: str, output: Any) -> None:
 # -- tool-argument assembly --------------------------------------------------------------------
 
 
-def _assembly(sizes: list[int], fragment: int, reps: int) -> list[Result]:
-    start = Start(session="bench", seq=0, t_ns=0, provider="openai", model="gpt-4o-mini")
-    results = []
-    for size in sizes:
-        arguments = json.dumps({"content": "x" * (size - 15)})
-        assert len(arguments) == size
-        pieces = [arguments[i : i + fragment] for i in range(0, size, fragment)]
-        events = [
-            ToolDelta(session="bench", seq=1, t_ns=0, index=0, id="call_1", name="write_file",
-                      arguments="")
-        ] + [
+def _tool_call_events(size: int, fragment: int) -> tuple[str, list[Event]]:
+    """One tool call whose ``size``-byte JSON arguments arrive ``fragment`` bytes at a time."""
+    arguments = json.dumps({"content": "x" * (size - 15)})
+    assert len(arguments) == size
+    events: list[Event] = [
+        Start(session="bench", seq=0, t_ns=0, provider="openai", model="gpt-4o-mini"),
+        ToolDelta(session="bench", seq=1, t_ns=1, index=0, id="call_1", name="write_file",
+                  arguments=""),
+    ]  # fmt: skip
+    for offset in range(0, size, fragment):
+        seq = len(events)
+        piece = arguments[offset : offset + fragment]
+        events.append(
             ToolDelta(session="bench", seq=seq, t_ns=seq, index=0, id=None, name=None,
                       arguments=piece)
-            for seq, piece in enumerate(pieces, start=2)
-        ]  # fmt: skip
+        )  # fmt: skip
+    return arguments, events
 
-        def build(events: list[ToolDelta] = events) -> str:
-            builder = MessageBuilder()
-            builder.add((start,))
-            for event in events:  # one event per call, as a live stream delivers them
-                builder.add((event,))
-            return builder.message.tool_calls[0].arguments
 
-        assert build() == arguments
-        kib = size / 1024
-        samples = [t / kib * 1e6 for t in repeat(build, reps=reps)]
-        label = f"{size // 1024} KiB" if size < 1 << 20 else f"{size >> 20} MiB"
-        results.append(
-            measure(
-                f"tool-argument assembly ({fragment}-byte fragments, MessageBuilder)",
-                label,
-                "µs/KiB",
-                samples,
-                fragments=len(pieces),
-            )
-        )
+def _assemble_one_by_one(events: list[Event]) -> str:
+    builder = MessageBuilder()
+    add = builder.add
+    for event in events:  # one event per call, as a live stream delivers them
+        add((event,))
+    return builder.message.tool_calls[0].arguments
+
+
+def _assembly(sizes: list[int], fragment: int, reps: int) -> list[Result]:
+    """µs per KiB of arguments for each size; sizes are timed in interleaved rounds."""
+    streams = {size: _tool_call_events(size, fragment) for size in sizes}
+    for arguments, events in streams.values():
+        assert _assemble_one_by_one(events) == arguments  # also the warm-up run
+    samples: dict[int, list[float]] = {size: [] for size in sizes}
+    for _ in range(reps):
+        for size, (_, events) in streams.items():
+            [seconds] = repeat(lambda e=events: _assemble_one_by_one(e), reps=1, warmup=0)
+            samples[size].append(seconds / (size / 1024) * 1e6)
+    group = f"tool-argument assembly ({fragment}-byte fragments, MessageBuilder)"
+    results = []
+    for size in sizes:
+        label = f"{size >> 10} KiB" if size < 1 << 20 else f"{size >> 20} MiB"
+        n = len(streams[size][1]) - 2
+        row = measure(group, label, "µs/KiB", samples[size], fragments=n)
+        row.extra["ns_per_fragment"] = round(row.median * 1000 * size / 1024 / n)
+        results.append(row)
     return results
 
 
