@@ -78,7 +78,7 @@ def _normalizer(provider: str) -> Normalizer:
     if provider == "openai":
         normalizer: Normalizer = OpenAINormalizer(session="bench", model="gpt-4o-mini")
     else:
-        normalizer = AnthropicNormalizer(session="bench", model="claude-sonnet-4-5")
+        normalizer = AnthropicNormalizer(session="bench", model="claude-haiku-4-5")
     normalizer.start()
     return normalizer
 
@@ -409,7 +409,7 @@ def sdk_create(provider: str) -> Contender:
         arguments: dict[int, list[str]] = {}
         finish = output_tokens = None
         stream = client.messages.create(
-            model="claude-sonnet-4-5", max_tokens=64_000, messages=_PROMPT, stream=True
+            model="claude-haiku-4-5", max_tokens=64_000, messages=_PROMPT, stream=True
         )
         for event in stream:
             if event.type == "content_block_delta":
@@ -457,7 +457,7 @@ def sdk_helper(provider: str) -> Contender:
         text: list[str] = []
         arguments: dict[int, list[str]] = {}
         with client.messages.stream(
-            model="claude-sonnet-4-5", max_tokens=64_000, messages=_PROMPT
+            model="claude-haiku-4-5", max_tokens=64_000, messages=_PROMPT
         ) as stream:
             block = 0  # InputJsonEvent has no index: the block that started last
             for event in stream:
