@@ -66,7 +66,7 @@ def open_db(path: str | os.PathLike[str]) -> sqlite_utils.Database:
 class SessionState:
     """What the ``sessions`` row needs, accumulated from a session's events as they pass."""
 
-    __slots__ = ("events", "latency", "start", "stop", "usage")
+    __slots__ = ("_start_columns", "events", "latency", "start", "stop", "usage")
 
     def __init__(self) -> None:
         self.start: Start | None = None
@@ -74,6 +74,7 @@ class SessionState:
         self.stop: Stop | None = None
         self.latency = LatencyTracker()
         self.events = 0
+        self._start_columns: dict[str, Any] | None = None  # computed once: scrub is costly
 
     def add(self, event: Event) -> int | None:
         """Account for ``event``; return its ITL gap (for the events row), if any."""
@@ -90,18 +91,20 @@ class SessionState:
     def row(self, session_id: str) -> dict[str, Any]:
         """The ``sessions`` columns known so far (a session without stop is ``incomplete``)."""
         row: dict[str, Any] = {"id": session_id, "events": self.events}
-        if self.start is not None:
-            start = self.start
-            row |= {
-                "provider": start.provider,
-                "model": start.model,
-                "host": start.host,
-                "started_at": _canonical_time(start.started_at),
-                # scrubbed again: an imported recording may come from anywhere
-                "request": msgspec.json.encode(scrub(start.request)).decode()
-                if start.request
-                else None,
-            }
+        start = self.start
+        if start is not None:
+            if self._start_columns is None:  # a row is written at every flush: do this once
+                self._start_columns = {
+                    "provider": start.provider,
+                    "model": start.model,
+                    "host": start.host,
+                    "started_at": _canonical_time(start.started_at),
+                    # scrubbed again: an imported recording may come from anywhere
+                    "request": msgspec.json.encode(scrub(start.request)).decode()
+                    if start.request
+                    else None,
+                }
+            row |= self._start_columns
         if self.usage is not None:
             u = self.usage
             row |= {
