@@ -258,7 +258,7 @@ class Subscription:
 class Bus:
     """Fan-out of event batches to subscribers. Create with :func:`open_bus`."""
 
-    def __init__(self, *, buffer: int = 64, grace: float = 5.0) -> None:
+    def __init__(self, *, buffer: int = 1024, grace: float = 5.0) -> None:
         self.buffer = buffer
         self.grace = grace
         self.failures: list[SubscriberFailure] = []
@@ -458,7 +458,7 @@ def _maybe_async(fn: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
 
 
 _GATHER_LIMIT: Final = 10_000
-_WINDOW_BUFFER_FACTOR: Final = 64
+_WINDOW_BUFFER_FACTOR: Final = 8
 
 
 def _window_of(handler: Any) -> float:
@@ -557,7 +557,7 @@ def _deliverer(handler: Any) -> _Deliver:
 
 
 @asynccontextmanager
-async def open_bus(*, buffer: int = 64, grace: float = 5.0) -> AsyncIterator[Bus]:
+async def open_bus(*, buffer: int = 1024, grace: float = 5.0) -> AsyncIterator[Bus]:
     """Open a bus whose subscriber tasks live in a nursery for the duration of the block.
 
     On exit the bus closes: subscribers drain what was published (including a final ``stop``
