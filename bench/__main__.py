@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this tree, no
 
 from bench.common import Result, machine, table
 
-SUITES: list[str] = ["parse", "concurrency"]
+SUITES: list[str] = ["parse", "e2e", "concurrency", "recorder", "replay", "stats"]
 """Module names under bench/, in the order they run."""
 
 

@@ -108,6 +108,16 @@ def build(path: Path, sessions: int, events: int, seed: int = 0) -> None:
     conn.close()
 
 
+CASES: list[tuple[str, Selection, str | None]] = [
+    ("stats (status ok)", Selection(), None),
+    ("stats --by model", Selection(), "model"),
+    ("stats --by provider", Selection(), "provider"),
+    ("stats --provider anthropic", Selection(provider="anthropic"), None),
+    ("stats --status all", Selection(status=None), None),
+]
+"""What ``streambus stats`` is timed doing: a label, the selection, the grouping."""
+
+
 def timed(label: str, db: Any, selection: Selection, by: str | None = None) -> float:
     began = time.perf_counter()
     groups = aggregate(db, selection, by=by)
@@ -156,11 +166,8 @@ def main() -> None:
             built = f"{args.sessions:,} sessions × {args.events} events"
             print(f"built {built} in {took:.1f} s ({size:,.0f} MB)")
         db = open_db(path)
-        timed("stats (status ok)", db, Selection())
-        timed("stats --by model", db, Selection(), by="model")
-        timed("stats --by provider", db, Selection(), by="provider")
-        timed("stats --provider anthropic", db, Selection(provider="anthropic"))
-        timed("stats --status all", db, Selection(status=None))
+        for label, selection, by in CASES:
+            timed(label, db, selection, by)
         if args.check:
             check(db)
 
