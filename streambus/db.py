@@ -173,7 +173,14 @@ def write(
                 f"on conflict(id) do update set {updates}",
                 [session[c] for c in columns],
             )
-        db.conn.executemany(_INSERT_EVENT, rows)
+        # In key order, each B-tree insert lands next to the previous one: far fewer page
+        # visits than rows interleaved across concurrent sessions.
+        ordered: list[tuple[Any, ...]] = sorted(rows, key=_event_key)
+        db.conn.executemany(_INSERT_EVENT, ordered)
+
+
+def _event_key(row: tuple[Any, ...]) -> tuple[str, int]:
+    return row[0], row[1]
 
 
 def read_events(db: sqlite_utils.Database, session_id: str) -> Iterator[Event]:
