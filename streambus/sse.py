@@ -197,9 +197,7 @@ class SSEDecoder:
             raise RemoteProtocolError(self._error)
         if not self._closed:
             self._closed = True
-            self._truncated = (
-                self._in_block or bool(self._partial) or bool(self._pending)
-            )
+            self._truncated = self._in_block or bool(self._partial) or bool(self._pending)
             self._partial = []
             self._data = []
             self._unmeasured = []
