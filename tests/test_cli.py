@@ -241,12 +241,23 @@ class Running:
         return code, self.stdout, self.stderr
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C as a terminal delivers it. A shell without job control starts
+    background commands with SIGINT ignored, and Python then never turns it into
+    KeyboardInterrupt, so a test run in the background would wait for nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @asynccontextmanager
 async def running(cmd: list[str], **env: str) -> AsyncIterator[Running]:
     """Start the CLI with its stdout and stderr collected in the background; killed if the
     block is left while it still runs (a failed test must not leave it behind)."""
     process = await trio.lowlevel.open_process(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(**env)
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(**env),
+        preexec_fn=_default_sigint,
     )
     cli = Running(process)
     async with trio.open_nursery() as nursery:
