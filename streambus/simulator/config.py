@@ -6,7 +6,7 @@ Both types are msgspec structs so a request can override any field with a JSON o
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, get_args
 
 import msgspec
 
@@ -37,24 +37,9 @@ FaultKind: TypeAlias = Literal[
     "wrong_content_type",
     "cut_chunk",
 ]
-FAULT_KINDS: tuple[FaultKind, ...] = (
-    "http_error",
-    "disconnect",
-    "stall",
-    "malformed_json",
-    "no_done",
-    "error_event",
-    "ping_stall",
-    "invalid_utf8",
-    "nul_byte",
-    "endless_line",
-    "oversize_event",
-    "wrong_shape",
-    "wrong_content_type",
-    "cut_chunk",
-)
+FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 FaultPhase: TypeAlias = Literal["headers", "body", "text", "arguments", "terminator"]
-FAULT_PHASES: tuple[FaultPhase, ...] = ("headers", "body", "text", "arguments", "terminator")
+FAULT_PHASES: tuple[FaultPhase, ...] = get_args(FaultPhase)
 
 _IN_BODY: tuple[FaultPhase, ...] = ("body", "text", "arguments", "terminator")
 # Where each kind may strike (``at``); None is always allowed and means the kind's default.
