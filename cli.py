@@ -22,7 +22,7 @@ import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 import msgspec
@@ -38,6 +38,7 @@ from streambus import exchange
 from streambus.simulator import SimulatorConfig, parse_fault
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_F = TypeVar("_F", bound=Callable[..., Any])
 _SHUTDOWN_GRACE = 10.0
 """Seconds from the first signal to the end of the run: publishing the cancelled stop, the
 subscribers draining, the recording committed. Past it (an async tool that ignores
@@ -45,10 +46,17 @@ cancellation, a database locked by another writer) the process exits anyway, as 
 second Ctrl-C. Twice the bus's grace, which bounds each of the publish and the drain."""
 
 
-def _default_seconds(name: str) -> float:
-    """The library's default for this timeout; 0 on the command line means no limit."""
-    value: float | None = getattr(streambus.Timeouts(), name)
-    return 0 if value is None else value
+def _timeout_option(flag: str, budget: str, help: str) -> Callable[[_F], _F]:
+    """A timeout flag in seconds, defaulting to the library's (0 on the command line: none)."""
+    value: float | None = getattr(streambus.Timeouts(), budget)
+    return click.option(
+        flag,
+        type=float,
+        metavar="SECONDS",
+        default=0 if value is None else value,
+        show_default=True,
+        help=help,
+    )
 
 
 def _budget(name: str, seconds: float) -> float | None:
@@ -189,45 +197,24 @@ def cli() -> None:
     help="Extra attempts on connection errors, 408/409/429/5xx/529 and overload, "
     "only before any content.",
 )
-@click.option(
+@_timeout_option(
     "--timeout",
-    type=float,
-    metavar="SECONDS",
-    default=_default_seconds("total"),
-    show_default=True,
-    help="Total budget of the run, every attempt included, in seconds (0: no limit).",
+    "total",
+    "Total budget of the run, every attempt included, in seconds (0: no limit).",
 )
-@click.option(
-    "--connect-timeout",
-    type=float,
-    metavar="SECONDS",
-    default=_default_seconds("connect"),
-    show_default=True,
-    help="Seconds to open the connection.",
-)
-@click.option(
+@_timeout_option("--connect-timeout", "connect", "Seconds to open the connection.")
+@_timeout_option(
     "--first-token-timeout",
-    type=float,
-    metavar="SECONDS",
-    default=_default_seconds("first_token"),
-    show_default=True,
-    help="Seconds from the request to the first content (reasoning models think long).",
+    "first_token",
+    "Seconds from the request to the first content (reasoning models think long).",
 )
-@click.option(
-    "--idle-timeout",
-    type=float,
-    metavar="SECONDS",
-    default=_default_seconds("idle"),
-    show_default=True,
-    help="Seconds without a single byte (keep-alives count as bytes).",
+@_timeout_option(
+    "--idle-timeout", "idle", "Seconds without a single byte (keep-alives count as bytes)."
 )
-@click.option(
+@_timeout_option(
     "--stall-timeout",
-    type=float,
-    metavar="SECONDS",
-    default=_default_seconds("stall"),
-    show_default=True,
-    help="Seconds without content once it began; pings and keep-alives do not count.",
+    "stall",
+    "Seconds without content once it began; pings and keep-alives do not count.",
 )
 @click.option("--sim-seed", type=int, default=0, show_default=True, help="Simulator: seed.")
 @click.option("--sim-ttft", type=float, help="Simulator: seconds to the first token.")
