@@ -12,7 +12,6 @@ and runs nothing.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +20,9 @@ import trio
 
 from streambus.bus import Bus
 from streambus.client import new_session_id, open_provider, opening_events, stream
-from streambus.message import Message, ToolCall
+from streambus.message import Message
 from streambus.providers import ProviderConfig, Request
-from streambus.tools import ToolOutcome, ToolRegistry, run_call
+from streambus.tools import ToolOutcome, ToolRegistry, run_calls
 
 __all__ = ["DEFAULT_MAX_STEPS", "Conversation", "converse"]
 
@@ -121,60 +120,9 @@ async def _converse(
         if turn + 1 == max_steps:
             break
         on_cancel = functools.partial(cancelled_turn, turn + 1, messages, message)
-        outcomes = await _run_calls(tools, message.tool_calls, on_cancel)
+        outcomes = await run_calls(tools, message.tool_calls, on_cancel=on_cancel)
         messages = messages + follow_up(config.format, message, outcomes)
     return conversation
-
-
-async def _run_calls(
-    tools: ToolRegistry,
-    calls: Sequence[ToolCall],
-    on_cancel: Callable[[list[ToolOutcome]], Awaitable[None]],
-) -> list[ToolOutcome]:
-    """:func:`streambus.tools.run_calls`, but when cancelled ``on_cancel`` gets one outcome
-    per call at once (error ``cancelled`` for those still running): before waiting for tools
-    that ignore cancellation (a worker thread is abandoned, an async tool that shields itself
-    is waited for), so the cancellation is heard at once whatever they do. ``on_cancel`` runs
-    in the cancelled scope: it must shield what it awaits."""
-    started = trio.current_time()
-    done: dict[int, ToolOutcome] = {}
-    finished = trio.Event()
-
-    async def run(position: int, call: ToolCall) -> None:
-        done[position] = await run_call(tools, call)
-        if len(done) == len(calls):
-            finished.set()
-
-    async def watch() -> None:
-        try:
-            await finished.wait()
-        except trio.Cancelled:
-            elapsed = round((trio.current_time() - started) * 1e9)
-            so_far = [
-                done[position] if position in done else _cancelled(call, elapsed)
-                for position, call in enumerate(calls)
-            ]
-            await on_cancel(sorted(so_far, key=lambda o: o.index))
-            raise
-
-    if not calls:
-        return []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch)
-        for position, call in enumerate(calls):
-            nursery.start_soon(run, position, call)
-    return sorted(done.values(), key=lambda o: o.index)
-
-
-def _cancelled(call: ToolCall, duration_ns: int) -> ToolOutcome:
-    return ToolOutcome(
-        index=call.index,
-        id=call.id,
-        name=call.name,
-        content=f"Error: {call.name or 'the tool'} was cancelled before it returned",
-        error="cancelled",
-        duration_ns=duration_ns,
-    )
 
 
 async def _publish_cancelled_turn(

@@ -31,7 +31,7 @@ import itertools
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Final, Literal, TypeAlias, TypeVar, overload
@@ -408,21 +408,61 @@ def load_tools(
     return registry
 
 
-async def run_calls(registry: ToolRegistry, calls: Sequence[ToolCall]) -> list[ToolOutcome]:
+async def run_calls(
+    registry: ToolRegistry,
+    calls: Sequence[ToolCall],
+    *,
+    on_cancel: Callable[[list[ToolOutcome]], Awaitable[None]] | None = None,
+) -> list[ToolOutcome]:
     """Run every call concurrently; one outcome per call, ordered by ``index``.
 
     Never raises for anything a call does (see :func:`run_call`); cancelling the caller
-    cancels every call and returns nothing.
+    cancels every call and returns nothing. With ``on_cancel``, a cancellation first hands
+    it one outcome per call (error ``cancelled`` for those still running), at once: before
+    waiting for tools that ignore cancellation (a worker thread is abandoned, an async tool
+    that shields itself is waited for). ``on_cancel`` runs in the cancelled scope: it must
+    shield what it awaits.
     """
-    outcomes: list[ToolOutcome | None] = [None] * len(calls)
+    started = trio.current_time()
+    done: dict[int, ToolOutcome] = {}
+    finished = trio.Event()
 
     async def run(position: int, call: ToolCall) -> None:
-        outcomes[position] = await run_call(registry, call)
+        done[position] = await run_call(registry, call)
+        if len(done) == len(calls):
+            finished.set()
 
+    async def watch(on_cancel: Callable[[list[ToolOutcome]], Awaitable[None]]) -> None:
+        try:
+            await finished.wait()
+        except trio.Cancelled:
+            elapsed = round((trio.current_time() - started) * 1e9)
+            so_far = [
+                done[position] if position in done else _cancelled(call, elapsed)
+                for position, call in enumerate(calls)
+            ]
+            await on_cancel(sorted(so_far, key=lambda o: o.index))
+            raise
+
+    if not calls:
+        return []
     async with trio.open_nursery() as nursery:
+        if on_cancel is not None:
+            nursery.start_soon(watch, on_cancel)
         for position, call in enumerate(calls):
             nursery.start_soon(run, position, call)
-    return sorted((o for o in outcomes if o is not None), key=lambda o: o.index)
+    return sorted(done.values(), key=lambda o: o.index)
+
+
+def _cancelled(call: ToolCall, duration_ns: int) -> ToolOutcome:
+    return ToolOutcome(
+        index=call.index,
+        id=call.id,
+        name=call.name,
+        content=f"Error: {call.name or 'the tool'} was cancelled before it returned",
+        error="cancelled",
+        duration_ns=duration_ns,
+    )
 
 
 async def run_call(registry: ToolRegistry, call: ToolCall) -> ToolOutcome:
