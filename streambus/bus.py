@@ -332,11 +332,22 @@ class Bus:
         than left with a gap). Cancellation is raised afterwards.
         """
         batch = events if type(events) is tuple else tuple(events)
+        full = self._offer(batch)
+        if full:
+            await self._wait_full(batch, full)
+
+    def _offer(self, batch: Batch) -> list[Subscription]:
+        """Hand ``batch`` to every mailbox with room; return the full ones (still owed it).
+
+        The client calls this and :meth:`_wait_full` apart: only waiting on a full mailbox
+        pauses its timeouts (pausing them around every read moved a trio deadline twice, a
+        tenth of what a live-paced read cost in the concurrency profile).
+        """
         if self._closed:
             raise trio.ClosedResourceError("the bus is closed")
+        full: list[Subscription] = []
         if not batch:
-            return
-        full = []
+            return full
         for sub in tuple(self._subscriptions):  # a subscriber may leave while we wait
             try:
                 sub._send.send_nowait(batch)
@@ -344,6 +355,10 @@ class Bus:
                 full.append(sub)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._forget(sub)
+        return full
+
+    async def _wait_full(self, batch: Batch, full: list[Subscription]) -> None:
+        """Deliver ``batch`` to the subscribers :meth:`_offer` found full (backpressure)."""
         for i, sub in enumerate(full):
             try:
                 await sub._send.send(batch)

@@ -243,7 +243,9 @@ class _Session:
     def _now(self) -> int:
         return int((trio.current_time() - self._t0) * 1e9)
 
-    async def _publish(self, events: list[Event]) -> None:
+    async def _publish(self, events: list[Event], watchdog: Watchdog | None = None) -> None:
+        """Publish ``events``; while a full mailbox makes us wait, ``watchdog`` is paused (a
+        slow subscriber is not a silent server)."""
         if events:
             last = events[-1]
             if type(last) is Stop and last.error:  # provider texts may echo a key
@@ -251,7 +253,15 @@ class _Session:
                     last, error=redact(last.error, self.config.secrets)
                 )
             self.builder.add(events)
-            await self.bus.publish(events)
+            bus, batch = self.bus, tuple(events)
+            full = bus._offer(batch)
+            if not full:
+                return
+            if watchdog is None:
+                await bus._wait_full(batch, full)
+                return
+            with watchdog.paused():
+                await bus._wait_full(batch, full)
 
     async def _publish_final(self, events: list[Event]) -> None:
         """Publish the last word even while cancelled, but never hang on a stuck subscriber."""
@@ -415,8 +425,7 @@ class _Session:
                         # else an answer without content (a budget spent on reasoning): done
                     elif normalizer.content_events > before:
                         watchdog.on_content(now)
-                    with watchdog.paused():  # a slow subscriber is not a silent server
-                        await self._publish(events)
+                    await self._publish(events, watchdog)
                     if normalizer.stopped:
                         return None
             decoder.close()
