@@ -31,7 +31,7 @@ from streambus import (
     open_db,
     stream,
 )
-from streambus.db import read_events
+from streambus.db import read_events, write
 from streambus.latency import LatencyTracker, percentile
 from streambus.migrations import MIGRATIONS, SCHEMA_VERSION
 from streambus.simulator import SimulatorConfig, open_simulator
@@ -80,6 +80,30 @@ async def test_every_event_is_stored_once_in_order_across_interleaved_sessions(
         assert list(read_events(db, sid)) == events
     assert rows(path, "select count(*) from events") == [(sum(map(len, sessions.values())),)]
     assert rows(path, "select distinct status from sessions") == [("ok",)]
+
+
+async def test_writes_skip_the_foreign_key_check_yet_every_row_has_its_session(
+    tmp_path: Path,
+) -> None:
+    """The recorder's transactions run with foreign keys off (a lookup per row saved): the
+    connection gets them back afterwards, and the key holds because every session row is
+    written with its events."""
+    path = tmp_path / "r.db"
+    recorder = Recorder(path)
+    async with open_bus() as bus:
+        bus.subscribe(recorder)
+        for i in range(5):
+            await bus.publish(synthetic_session(f"s{i}", 20))
+    conn = recorder.db.conn
+    assert conn.execute("pragma foreign_keys").fetchone() == (1,)
+    assert conn.execute("pragma foreign_key_check").fetchall() == []
+    assert rows(path, "select count(*) from events") == [(5 * 23,)]
+    # Inside a caller's transaction the pragma cannot change: the caller's checks stay on.
+    conn.execute("begin")
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        write(recorder.db, [], [("nobody", 0, 0, "start", "{}", None)])
+    conn.execute("rollback")
+    assert conn.execute("pragma foreign_keys").fetchone() == (1,)
 
 
 async def test_two_buses_record_concurrently_into_one_file(tmp_path: Path) -> None:
