@@ -48,6 +48,14 @@ Figures, per level:
   ``stop`` (SDK: one ``finish_reason``) or not ending normally.
 - ``KiB/stream``: peak RSS growth (``VmHWM``, reset through ``/proc/self/clear_refs`` after
   setup, minus ``VmRSS`` then) divided by N.
+- the floors: the same streams read by ``httpx2-read`` (``client.stream`` and
+  ``aiter_raw()``, counting events by their blank lines, nothing parsed, nothing recorded)
+  and ``socket-read`` (a raw ``trio`` socket per stream: the request written by hand, the
+  reads counted the same way; no HTTP parsing at all). They are what any trio program
+  pays to *receive* that many streams here, before doing anything with them: streambus
+  cannot sustain more streams than ``httpx2-read``, the HTTP client the stack mandates, and
+  nothing on trio more than ``socket-read``. Their delay is 0 by definition (the read is
+  the delivery); lag, loss and schedule are judged as for the others.
 - the limit: the largest N passing (0 lost, every stop right, delay p99 < 100 ms, lag p99
   < 100 ms, the server late < 20 ms at p99, the level's wall time within 10 % + 0.5 s of
   its schedule), climbing ``LADDER`` until a level fails; for the
@@ -85,7 +93,9 @@ JITTER = 0.2
 RAMP = 2.0
 EVENTS = 250  # content events per stream: 5 s at 50/s
 LEVELS = [100, 300, 1000]  # always measured, for the table
-LADDER = [10, 25, 50, 100, 200, 300, 500, 1000, 1500, 2000, 3000, 5000]
+LADDER = [10, 25, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000]
+IMPLS = ("streambus", "openai-sdk", "httpx2-read", "socket-read")
+"""What each level runs: streambus, the openai SDK, and the two floors (receiving only)."""
 """Climbed while levels pass (the limit); after the first failure only ``LEVELS`` still run."""
 QUICK = {"n": 20, "events": 50, "ramp": 0.2}
 DELAY_LIMIT_MS = 100.0
@@ -104,11 +114,11 @@ def run(quick: bool) -> list[Result]:
         if quick:
             return [
                 _row(impl, _level(impl, port, pid, QUICK["n"], QUICK["events"], QUICK["ramp"]))
-                for impl in ("streambus", "openai-sdk")
+                for impl in IMPLS
             ]
         results: list[Result] = []
         limits: dict[str, int] = {}
-        for impl in ("streambus", "openai-sdk"):
+        for impl in IMPLS:
             limits[impl] = 0
             failed = False
             for n in LADDER:
@@ -124,6 +134,9 @@ def run(quick: bool) -> list[Result]:
             results.append(measure(GROUP, f"{impl} limit", "streams", [value], criteria=_CRITERIA))
         ratio = ours / sdk if sdk else float("inf")
         results.append(measure(GROUP, "streambus / SDK limit", "x", [ratio], target=">= 5"))
+        floor = limits["httpx2-read"]
+        share = ours / floor if floor else float("inf")
+        results.append(measure(GROUP, "streambus / httpx2-read limit", "x", [share]))
         return results
 
 
@@ -464,6 +477,101 @@ async def _client_sdk(args: argparse.Namespace, out: dict[str, Any]) -> None:
     )
 
 
+async def _client_floor(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """``httpx2-read`` or ``socket-read``: receive the streams, count their events, no more."""
+    import httpx2
+    import trio
+
+    simulator = {"events": args.events, "tokens_per_second": PACE, "ttft": TTFT, "jitter": JITTER}
+    schedule = offsets(args.events, PACE, TTFT, JITTER)
+    body = json.dumps(
+        {
+            "model": "sim-1",
+            "messages": [{"role": "user", "content": "Tell me about streaming."}],
+            "stream": True,
+            "simulator": simulator,
+        }
+    ).encode()
+    path = "/v1/chat/completions"
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{args.port}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode()
+    lag = _Histogram()
+    counts: list[int] = []  # events (blank lines) per stream, ``[DONE]`` included
+    limits = httpx2.Limits(max_connections=None, max_keepalive_connections=None)
+
+    class Counter:
+        """Events are counted by their blank line; one byte kept across reads (a split)."""
+
+        def __init__(self) -> None:
+            self.seen = 0
+            self.anchor = 0.0
+            self.tail = b""
+
+        def read(self, chunk: bytes) -> None:
+            now = time.perf_counter()
+            for _ in range((self.tail + chunk).count(b"\n\n")):
+                k = self.seen - 1  # content events follow the role chunk
+                if 0 <= k < args.events:
+                    if k == 0:
+                        self.anchor = now - schedule[0]
+                    lag.add(now - (self.anchor + schedule[k]))
+                self.seen += 1
+            self.tail = chunk[-1:]
+
+    async def via_httpx2(client: httpx2.AsyncClient) -> None:
+        counter = Counter()
+        url = f"http://127.0.0.1:{args.port}{path}"
+        headers = {"content-type": "application/json"}
+        async with client.stream("POST", url, content=body, headers=headers) as response:
+            async for chunk in response.aiter_raw():
+                counter.read(chunk)
+        counts.append(counter.seen)
+
+    async def via_socket() -> None:
+        counter = Counter()
+        end = b""
+        async with await trio.open_tcp_stream("127.0.0.1", args.port) as sock:
+            await sock.send_all(head + body)
+            while not end.endswith(b"\r\n0\r\n\r\n"):  # the last chunk of the body
+                chunk = await sock.receive_some(65536)
+                if not chunk:
+                    break
+                counter.read(chunk)
+                end = (end + chunk)[-16:]
+        counts.append(counter.seen)
+
+    async with httpx2.AsyncClient(limits=limits, timeout=600) as client:
+        rss = _reset_peak()
+        cpu, wall = _cpu(), time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(args.n):
+                if args.impl == "httpx2-read":
+                    nursery.start_soon(via_httpx2, client)
+                else:
+                    nursery.start_soon(via_socket)
+                await trio.sleep(args.ramp / args.n)
+        cpu, wall = _cpu() - cpu, time.perf_counter() - wall
+        peak = _rss_kib("VmHWM")
+    per_stream = args.events + CHUNK_EXTRA + 1  # and ``data: [DONE]``
+    received = sum(counts)
+    expected = args.n * per_stream
+    out.update(
+        received=received,
+        expected=expected,
+        lost=expected - received,
+        recorded=None,
+        bad_stop=sum(1 for c in counts if c != per_stream) + args.n - len(counts),
+        cpu_s=cpu,
+        wall_s=wall,
+        kib_per_stream=(peak - rss) / args.n,
+        delay_p50_ms=0.0,
+        delay_p99_ms=0.0,
+        lag_p99_ms=lag.percentile(99),
+    )
+
+
 def _cpu() -> float:
     t = os.times()
     return t.user + t.system
@@ -473,14 +581,15 @@ def _client_main(argv: list[str]) -> None:
     import trio
 
     parser = argparse.ArgumentParser(prog="python -m bench.concurrency client")
-    parser.add_argument("impl", choices=["streambus", "openai-sdk"])
+    parser.add_argument("impl", choices=IMPLS)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--events", type=int, default=EVENTS)
     parser.add_argument("--ramp", type=float, default=RAMP)
     args = parser.parse_args(argv)
     out: dict[str, Any] = {"n": args.n, "impl": args.impl}
-    client = _client_streambus if args.impl == "streambus" else _client_sdk
+    clients = {"streambus": _client_streambus, "openai-sdk": _client_sdk}
+    client = clients.get(args.impl, _client_floor)
     trio.run(client, args, out)
     print(json.dumps(out))
 

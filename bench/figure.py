@@ -39,7 +39,13 @@ def main(source: Path, target: Path) -> None:
     for y, value in enumerate(values):
         parse.text(value * 1.1, y, f"{value:.1f}", va="center", fontsize=8)
 
-    for impl, colour in (("streambus", "tab:blue"), ("openai-sdk", "tab:gray")):
+    lines = {
+        "streambus": ("tab:blue", "o-", "streambus (recorded)"),
+        "openai-sdk": ("tab:gray", "o-", "openai SDK (not recorded)"),
+        "httpx2-read": ("tab:orange", "s--", "floor: httpx2 read only"),
+        "socket-read": ("tab:green", "s--", "floor: trio socket read only"),
+    }
+    for impl, (colour, style, label) in lines.items():
         points = []
         for r in results:
             match = re.fullmatch(rf"{impl} N=(\d+)", r["name"])
@@ -48,9 +54,8 @@ def main(source: Path, target: Path) -> None:
         points.sort()
         if not points:
             continue
-        label = "streambus (recorded)" if impl == "streambus" else "openai SDK (not recorded)"
         concurrency.plot(
-            [p[0] for p in points], [p[1] for p in points], "o-", color=colour, label=label
+            [p[0] for p in points], [p[1] for p in points], style, color=colour, label=label
         )
         failed = [p for p in points if not p[2]]
         concurrency.scatter(

@@ -8,6 +8,13 @@ streams each delivering a token), with a checkpoint per batch. Timed from the fi
 until the bus has closed, i.e. until the last row is committed; the rows are counted after.
 Issue 6's target: ≥ 200,000 events/s.
 
+**SQLite's floor.** The same rows (made by the recorder's own ``event_rows``), written
+with nothing but ``executemany`` in key-ordered transactions of 10,000 rows, into (a) a
+table keyed on ``(session_id, seq)`` and nothing else, the least a per-event store needs,
+and (b) the recorder's schema (``open_db``: the key, the gap index ``stats`` reads). What
+SQLite itself sustains here through Python's ``sqlite3``, measured in the same run: the
+recorder cannot write faster than (b), and no per-event SQLite store faster than (a).
+
 **Slowdown.** The in-process pipeline of ``bench/e2e.py`` (bulk and live reads) with no
 subscriber against the same with only a ``Recorder``: the ratio of wall times is what
 recording costs a stream.
@@ -25,10 +32,11 @@ from typing import Any
 import trio
 
 from bench._canned import MODEL, openai_body, render_openai
-from bench.common import Result, cpu_seconds
+from bench.common import Result, cpu_seconds, measure
 from bench.e2e import CONFIG, run_pipeline
 from streambus import Recorder, open_bus
 from streambus.client import opening_events
+from streambus.db import event_rows, open_db
 from streambus.events import Event
 from streambus.normalizers.openai import OpenAINormalizer
 from streambus.sse import SSEDecoder
@@ -114,6 +122,59 @@ async def sustained(n: int, reps: int) -> list[Result]:
     ]
 
 
+FLOOR_TRANSACTION = 10_000
+_KEYED_ONLY = (
+    "create table events (session_id text, seq integer, t_ns integer, type text,"
+    " payload text, gap_ns integer, primary key (session_id, seq))"
+)
+
+
+def sqlite_floor(n: int, reps: int) -> list[Result]:
+    """Bare ``executemany`` of the recorder's rows: keyed table only, and our schema."""
+    batches = interleave(session_events(n, SESSIONS))
+    rows = event_rows([event for batch in batches for event in batch], {})
+    insert = "insert into events values (?, ?, ?, ?, ?, ?)"
+    out = []
+    for name in ("keyed table only", "recorder schema"):
+        rates = []
+        with tempfile.TemporaryDirectory(prefix="bench-sqlite-") as tmp:
+            for rep in range(reps + 1):
+                path = Path(tmp) / f"floor{rep}.db"
+                if name == "recorder schema":
+                    open_db(path).conn.close()
+                conn = sqlite3.connect(path)
+                try:
+                    conn.execute("pragma journal_mode = wal")
+                    conn.execute("pragma synchronous = normal")
+                    if name == "keyed table only":
+                        conn.execute(_KEYED_ONLY)
+                    wall = time.perf_counter()
+                    for i in range(0, len(rows), FLOOR_TRANSACTION):
+                        with conn:
+                            conn.executemany(
+                                insert, sorted(rows[i : i + FLOOR_TRANSACTION], key=_key)
+                            )
+                    wall = time.perf_counter() - wall
+                finally:
+                    conn.close()
+                if rep:
+                    rates.append(len(rows) / wall)
+        out.append(
+            measure(
+                "recorder: sustained writes",
+                f"floor: executemany, {name}",
+                "events/s",
+                rates,
+                events=len(rows),
+            )
+        )
+    return out
+
+
+def _key(row: tuple[Any, ...]) -> tuple[str, int]:
+    return row[0], row[1]
+
+
 def slowdown(results: list[Result]) -> list[Result]:
     """Per read shape: pipeline with a Recorder / pipeline with nobody, as a ratio."""
     by_name = {r.name: r for r in results}
@@ -141,7 +202,7 @@ def slowdown(results: list[Result]) -> list[Result]:
 
 def run(quick: bool) -> list[Result]:
     n, reps, pipeline_n = (50, 1, 1_000) if quick else (3_000, 3, 20_000)
-    results = trio.run(sustained, n, reps)
+    results = trio.run(sustained, n, reps) + sqlite_floor(n, reps)
     group = "recorder: pipeline (in process)"
     pipeline = trio.run(run_pipeline, ("none", "recorder"), pipeline_n, reps, 1, group)
     return results + pipeline + slowdown(pipeline)
