@@ -19,7 +19,7 @@ import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import aclosing, asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import httpx2
@@ -255,13 +255,9 @@ class _Session:
             self.builder.add(events)
             bus, batch = self.bus, tuple(events)
             full = bus._offer(batch)
-            if not full:
-                return
-            if watchdog is None:
-                await bus._wait_full(batch, full)
-                return
-            with watchdog.paused():
-                await bus._wait_full(batch, full)
+            if full:
+                with watchdog.paused() if watchdog is not None else nullcontext():
+                    await bus._wait_full(batch, full)
 
     async def _publish_final(self, events: list[Event]) -> None:
         """Publish the last word even while cancelled, but never hang on a stuck subscriber."""
