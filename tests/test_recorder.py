@@ -31,7 +31,7 @@ from streambus import (
     open_db,
     stream,
 )
-from streambus.db import read_events, write
+from streambus.db import SessionState, event_rows, read_events, write
 from streambus.latency import LatencyTracker, percentile
 from streambus.migrations import MIGRATIONS, SCHEMA_VERSION
 from streambus.simulator import SimulatorConfig, open_simulator
@@ -104,6 +104,24 @@ async def test_writes_skip_the_foreign_key_check_yet_every_row_has_its_session(
         write(recorder.db, [], [("nobody", 0, 0, "start", "{}", None)])
     conn.execute("rollback")
     assert conn.execute("pragma foreign_keys").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("n", [0, 1, 508, 509, 510, 1537])
+def test_a_write_of_any_size_stores_each_row_once_in_order(tmp_path: Path, n: int) -> None:
+    """Rows go in as multi-row statements of power-of-two sizes (512, 256, … 1): any count,
+    shuffled, some already stored, ends up as each event exactly once."""
+    db = open_db(tmp_path / "w.db")
+    events = synthetic_session("s", n)
+    states: dict[str, SessionState] = {}
+    all_rows = event_rows(events, states)
+    session_row = states["s"].row("s")
+    write(db, [session_row], all_rows[: len(all_rows) // 3])
+    shuffled = list(all_rows)
+    random.Random(n).shuffle(shuffled)
+    write(db, [session_row], shuffled)
+    assert list(read_events(db, "s")) == events
+    stored = db.execute("select session_id, seq, t_ns, type, payload, gap_ns from events")
+    assert sorted(stored.fetchall()) == sorted(all_rows)
 
 
 async def test_two_buses_record_concurrently_into_one_file(tmp_path: Path) -> None:
