@@ -58,8 +58,11 @@ Figures, per level:
   the delivery); lag, loss and schedule are judged as for the others.
 - the limit: the largest N passing (0 lost, every stop right, delay p99 < 100 ms, lag p99
   < 100 ms, the server late < 20 ms at p99, the level's wall time within 10 % + 0.5 s of
-  its schedule), climbing ``LADDER`` until a level fails; for the
-  SDK the same. Targets: streambus ≥ 1,000 and ≥ 5× the SDK.
+  its schedule) in each of ``RUNS`` (2) runs, climbing ``LADDER`` until a level fails; for
+  the SDK the same. One run per level made the limit flip between neighbouring levels on
+  this noisy VM; a level that passes twice is sustained, not lucky. The table shows each
+  level's worse run (a failed one, else the higher lag) and how many runs passed.
+  Targets: streambus ≥ 1,000 and ≥ 5× the SDK (125 is on the ladder for that reason).
 """
 
 from __future__ import annotations
@@ -93,7 +96,8 @@ JITTER = 0.2
 RAMP = 2.0
 EVENTS = 250  # content events per stream: 5 s at 50/s
 LEVELS = [100, 300, 1000]  # always measured, for the table
-LADDER = [10, 25, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000]
+LADDER = [10, 25, 50, 75, 100, 125, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000]
+RUNS = 2  # per ladder level while climbing: the limit must pass every one
 IMPLS = ("streambus", "openai-sdk", "httpx2-read", "socket-read")
 """What each level runs: streambus, the openai SDK, and the two floors (receiving only)."""
 """Climbed while levels pass (the limit); after the first failure only ``LEVELS`` still run."""
@@ -124,8 +128,15 @@ def run(quick: bool) -> list[Result]:
             for n in LADDER:
                 if failed and n not in LEVELS:
                     continue
-                figures = _level(impl, port, pid, n, EVENTS, RAMP)
-                results.append(_row(impl, figures))
+                trials: list[dict[str, Any]] = []
+                while len(trials) < (1 if failed else RUNS):  # past the limit: for the table
+                    trials.append(_level(impl, port, pid, n, EVENTS, RAMP))
+                    if not trials[-1]["passed"]:
+                        break  # the level has failed: another run cannot change that
+                passed = sum(t["passed"] for t in trials)
+                worst = max(trials, key=lambda t: (not t["passed"], t["lag_p99_ms"]))
+                figures = {**worst, "passed": passed == len(trials)}
+                results.append(_row(impl, figures, runs=f"{passed}/{len(trials)}"))
                 if figures["passed"] and not failed:
                     limits[impl] = n
                 failed = failed or not figures["passed"]
@@ -143,7 +154,7 @@ def run(quick: bool) -> list[Result]:
 _CRITERIA = f"0 lost, delay p99 < {DELAY_LIMIT_MS:g} ms, lag p99 < {DELAY_LIMIT_MS:g} ms, recorded"
 
 
-def _row(impl: str, f: dict[str, Any]) -> Result:
+def _row(impl: str, f: dict[str, Any], **more: Any) -> Result:
     events = f["received"] or 1
     extra = {
         "p50": f"{f['delay_p50_ms']:.2f}ms",
@@ -157,6 +168,7 @@ def _row(impl: str, f: dict[str, Any]) -> Result:
         "srv_late_p99": f"{f['server']['late_ms_p99']}ms",
         "ev/s": round(f["received"] / f["wall_s"]),
         "pass": "yes" if f["passed"] else "NO",
+        **more,
     }
     cpu_ms = 1e6 * f["cpu_s"] / events
     return measure(GROUP, f"{impl} N={f['n']}", "CPU ms/1k ev", [cpu_ms], **extra)
