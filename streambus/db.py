@@ -185,6 +185,7 @@ def write(
 
 
 _ROWS_PER_INSERT: Final = 512
+_EVENT_COLUMNS: Final = 6
 
 
 def _insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -195,7 +196,9 @@ def _insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> Non
     100k with the GIL free). One multi-row ``values`` statement binds its rows in one pass
     and steps once. Statements come in power-of-two sizes, so a handful stay cached.
     """
-    done, size = 0, _ROWS_PER_INSERT
+    # SQLite before 3.32 allows 999 parameters per statement, later ones 32,766 (or more).
+    most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _EVENT_COLUMNS
+    done, size = 0, min(_ROWS_PER_INSERT, 1 << (most.bit_length() - 1))
     while done < len(rows):
         while size > len(rows) - done:
             size //= 2
@@ -205,7 +208,7 @@ def _insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> Non
 
 @functools.cache
 def _insert_sql(rows: int) -> str:
-    return _INSERT_EVENT + ", (?, ?, ?, ?, ?, ?)" * (rows - 1)
+    return _INSERT_EVENT + ", (?, ?, ?, ?, ?, ?)" * (rows - 1)  # _EVENT_COLUMNS each
 
 
 def _event_key(row: tuple[Any, ...]) -> tuple[str, int]:

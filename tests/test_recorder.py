@@ -107,10 +107,16 @@ async def test_writes_skip_the_foreign_key_check_yet_every_row_has_its_session(
 
 
 @pytest.mark.parametrize("n", [0, 1, 508, 509, 510, 1537])
-def test_a_write_of_any_size_stores_each_row_once_in_order(tmp_path: Path, n: int) -> None:
+@pytest.mark.parametrize("parameters", [None, 999])
+def test_a_write_of_any_size_stores_each_row_once_in_order(
+    tmp_path: Path, n: int, parameters: int | None
+) -> None:
     """Rows go in as multi-row statements of power-of-two sizes (512, 256, … 1): any count,
-    shuffled, some already stored, ends up as each event exactly once."""
+    shuffled, some already stored, ends up as each event exactly once. Also where SQLite
+    allows only 999 parameters per statement (before 3.32)."""
     db = open_db(tmp_path / "w.db")
+    if parameters is not None:
+        db.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, parameters)
     events = synthetic_session("s", n)
     states: dict[str, SessionState] = {}
     all_rows = event_rows(events, states)
