@@ -59,6 +59,19 @@ def _timeout_option(flag: str, budget: str, help: str) -> Callable[[_F], _F]:
     )
 
 
+def _format_option(choices: tuple[str, ...], help: str) -> Callable[[_F], _F]:
+    """``-f/--format``, as every command spells it: the first choice is the default."""
+    return click.option(
+        "-f",
+        "--format",
+        "fmt",
+        type=click.Choice(choices),
+        default=choices[0],
+        show_default=True,
+        help=help,
+    )
+
+
 def _budget(name: str, seconds: float) -> float | None:
     if not (seconds >= 0 and math.isfinite(seconds)):
         _fail(f"{name} must be a number of seconds, or 0 for no limit")
@@ -156,14 +169,9 @@ def cli() -> None:
 @click.option("-s", "--system", help="System prompt.")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Maximum tokens to generate.")
 @click.option("--temperature", type=click.FloatRange(0, 2), help="Sampling temperature.")
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "jsonl"]),
-    default="text",
-    show_default=True,
-    help="text for people; jsonl prints every event in its public JSON form, one per line.",
+@_format_option(
+    ("text", "jsonl"),
+    "text for people; jsonl prints every event in its public JSON form, one per line.",
 )
 @click.option(
     "--tool",
@@ -678,15 +686,7 @@ def _session_filters(command: Callable[..., Any]) -> Callable[..., Any]:
     show_default=True,
     help="At most this many (0: all).",
 )
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people; json prints the full rows.",
-)
+@_format_option(("table", "json"), "table for people; json prints the full rows.")
 @_DB_OPTION
 def sessions(
     provider: str | None,
@@ -746,15 +746,7 @@ def sessions(
 @click.option(
     "--events", "with_events", is_flag=True, help="Also list the events, one JSON object per line."
 )
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text for people; json for scripts.",
-)
+@_format_option(("text", "json"), "text for people; json for scripts.")
 @_DB_OPTION
 def show(ref: str, with_events: bool, fmt: str, db: str | None) -> None:
     """Show one recorded session: the request, the answer, how it ended, its timing.
@@ -879,15 +871,7 @@ def _clip(content: Any, width: int = 72) -> str:
     help="Time runs this many times faster (0.5: slower).",
 )
 @click.option("--instant", is_flag=True, help="No pacing: everything at once.")
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "jsonl"]),
-    default="text",
-    show_default=True,
-    help="As for run: text for people, jsonl for the events.",
-)
+@_format_option(("text", "jsonl"), "As for run: text for people, jsonl for the events.")
 @_DB_OPTION
 def replay(ref: str, speed: float, instant: bool, fmt: str, db: str | None) -> None:
     """Replay a recorded session with its original pacing, printed as `run` prints.
@@ -923,15 +907,7 @@ def replay(ref: str, speed: float, instant: bool, fmt: str, db: str | None) -> N
     default="-",
     help="Write here instead of standard output.",
 )
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(["jsonl"]),
-    default="jsonl",
-    show_default=True,
-    help="One event per line, in its public JSON form.",
-)
+@_format_option(("jsonl",), "One event per line, in its public JSON form.")
 @_DB_OPTION
 def export(refs: tuple[str, ...], everything: bool, output: str, fmt: str, db: str | None) -> None:
     """Export sessions as JSON lines, for `streambus import` or any other tool.
@@ -1028,14 +1004,9 @@ def _resolve(database: Any, refs: tuple[str, ...]) -> tuple[str, ...]:
     show_default=True,
     help="A gap between content events longer than this is a stall.",
 )
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    show_default=True,
-    help="table for people; json and csv for scripts (times in ms).",
+@_format_option(
+    ("table", "json", "csv"),
+    "table for people; json and csv for scripts (times in ms).",
 )
 @_DB_OPTION
 def stats(
