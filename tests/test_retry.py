@@ -51,18 +51,25 @@ ANSWER = (
 )
 
 
-async def scripted(bodies: list[bytes]) -> tuple[Any, list[int]]:
-    """A handler answering the n-th request with ``bodies[n]`` (then the last one again)."""
+def answering(responses: list[HTTPResponse]) -> tuple[Any, list[int]]:
+    """A handler answering the n-th request with ``responses[n]`` (then the last one again),
+    and the list it appends each request's number to."""
     seen: list[int] = []
 
     async def handler(req: HTTPRequest) -> HTTPResponse:
         seen.append(len(seen))
-        return HTTPResponse(200, SSE, bodies[min(len(seen) - 1, len(bodies) - 1)])
+        return responses[min(len(seen), len(responses)) - 1]
 
     return handler, seen
 
 
+async def scripted(bodies: list[bytes]) -> tuple[Any, list[int]]:
+    """:func:`answering` with event-stream bodies."""
+    return answering([HTTPResponse(200, SSE, body) for body in bodies])
+
+
 async def on_loopback(handler: Any, config_for: Any, **kwargs: Any) -> tuple[Any, list[Any]]:
+    """Serve ``handler`` over real loopback; run one stream against ``config_for(base_url)``."""
     async with trio.open_nursery() as nursery:
         port = await nursery.start(functools.partial(serve_http, handler))
         result = await run(config_for(f"http://127.0.0.1:{port}"), request(), **kwargs)

@@ -12,8 +12,9 @@ import trio
 import streambus.client
 from streambus import Event, Stop, Timeouts, open_bus, stream
 from streambus.simulator import HTTPRequest, HTTPResponse, serve_http
-from tests.test_retry import ANSWER, OVERLOADED, anthropic_at
-from tests.test_stream import assert_session, openai_at, request, run
+from tests.test_retry import ANSWER, OVERLOADED, answering, anthropic_at
+from tests.test_retry import on_loopback as serve_and_run
+from tests.test_stream import assert_session, openai_at, request
 from tests.test_timeouts import DONE, SSE, chunk
 
 EMPTY_ANSWER = (
@@ -26,18 +27,8 @@ EMPTY_ANSWER = (
 
 async def on_loopback(responses: list[HTTPResponse], **kwargs: Any) -> tuple[Any, list[Event]]:
     """Answer the n-th request with ``responses[n]`` (then the last again); run one stream."""
-    count = 0
-
-    async def handler(req: HTTPRequest) -> HTTPResponse:
-        nonlocal count
-        count += 1
-        return responses[min(count, len(responses)) - 1]
-
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(functools.partial(serve_http, handler))
-        result = await run(openai_at(f"http://127.0.0.1:{port}/v1"), request(), **kwargs)
-        nursery.cancel_scope.cancel()
-    return result
+    handler, _ = answering(responses)
+    return await serve_and_run(handler, lambda base: openai_at(base + "/v1"), **kwargs)
 
 
 async def test_an_answer_without_content_ends_normally() -> None:
