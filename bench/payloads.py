@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
+import msgspec
+
 from streambus.simulator import anthropic_api, openai_api
 from streambus.simulator.config import SimulatorConfig
 from streambus.simulator.corpus import CORPUS, tokenize
@@ -93,8 +95,12 @@ def _payload(name: str, provider: str, steps: list, output) -> Payload:  # type:
     body = b"".join(events)
     assert _split_events(body) == events  # every step is one event
     finish = output.finish
-    if provider == "anthropic":
-        finish = anthropic_api._STOP_REASONS[finish]
+    if provider == "anthropic":  # the simulator's own spelling, as its message_delta says
+        finish = next(
+            msgspec.json.decode(event.split(b"data: ", 1)[1])["delta"]["stop_reason"]
+            for event in events
+            if event.startswith(b"event: message_delta\n")
+        )
     return Payload(
         name=name,
         provider=provider,
