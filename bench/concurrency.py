@@ -60,9 +60,11 @@ Figures, per level:
   < 100 ms, the server late < 20 ms at p99, the level's wall time within 10 % + 0.5 s of
   its schedule) in each of ``RUNS`` (2) runs, climbing ``LADDER`` until a level fails; for
   the SDK the same. One run per level made the limit flip between neighbouring levels on
-  this noisy VM; a level that passes twice is sustained, not lucky. The table shows each
-  level's worse run (a failed one, else the higher lag) and how many runs passed.
-  Targets: streambus ≥ 1,000 and ≥ 5× the SDK (125 is on the ladder for that reason).
+  this noisy VM; a level that passes twice is sustained, not lucky. A run on a late server
+  says nothing of the client, so it is repeated (``SERVER_TRIES`` runs in all; late every
+  time, the level fails). The table shows each level's worse run (a failed one, else the
+  higher lag) and how many runs passed. Targets: streambus ≥ 1,000 and ≥ 5× the SDK (125
+  is on the ladder for that reason).
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ IMPLS = ("streambus", "openai-sdk", "httpx2-read", "socket-read")
 QUICK = {"n": 20, "events": 50, "ramp": 0.2}
 DELAY_LIMIT_MS = 100.0
 SERVER_LATE_LIMIT_MS = 20
+SERVER_TRIES = 3  # runs of one level while the server was late (see _on_schedule)
 BUCKETS = 100_000  # histogram of 0.1 ms buckets: 0 – 10 s (the last one: beyond)
 WARM = "f" * 24  # the warm-up session's id
 _WARM = {"events": 5, "tokens_per_second": 1000.0, "ttft": 0.0, "jitter": 0.0}
@@ -130,7 +133,7 @@ def run(quick: bool) -> list[Result]:
                     continue
                 trials: list[dict[str, Any]] = []
                 while len(trials) < (1 if failed else RUNS):  # past the limit: for the table
-                    trials.append(_level(impl, port, pid, n, EVENTS, RAMP))
+                    trials.append(_on_schedule(impl, port, pid, n))
                     if not trials[-1]["passed"]:
                         break  # the level has failed: another run cannot change that
                 passed = sum(t["passed"] for t in trials)
@@ -198,6 +201,18 @@ def _server_stats(port: int) -> dict[str, Any]:
 def _process_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _on_schedule(impl: str, port: int, pid: int, n: int) -> dict[str, Any]:
+    """One run of a level, run again (up to ``SERVER_TRIES`` in all) while the pacing server
+    was late: a level run on a late server fails whatever the client did, and on this VM a
+    server moment late is often the machine's, not the client's. A server late every time
+    still fails the level."""
+    for _ in range(SERVER_TRIES - 1):
+        figures = _level(impl, port, pid, n, EVENTS, RAMP)
+        if figures["server"]["late_ms_p99"] < SERVER_LATE_LIMIT_MS:
+            return figures
+    return _level(impl, port, pid, n, EVENTS, RAMP)
 
 
 def _level(impl: str, port: int, pid: int, n: int, events: int, ramp: float) -> dict[str, Any]:
