@@ -150,10 +150,11 @@ def _json(event: Event) -> str:
     return encode_event(event).decode()
 
 
+_EVENT_VALUES: Final = "(?, ?, ?, ?, ?, ?)"
 # "or ignore": a second recorder of the same bus into the same file stores nothing twice.
 _INSERT_EVENT: Final = (
-    "insert or ignore into events (session_id, seq, t_ns, type, payload, gap_ns)"
-    " values (?, ?, ?, ?, ?, ?)"
+    "insert or ignore into events (session_id, seq, t_ns, type, payload, gap_ns) values "
+    + _EVENT_VALUES
 )
 
 
@@ -185,7 +186,6 @@ def write(
 
 
 _ROWS_PER_INSERT: Final = 512
-_EVENT_COLUMNS: Final = 6
 
 
 def _insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -197,7 +197,7 @@ def _insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> Non
     and steps once. Statements come in power-of-two sizes, so a handful stay cached.
     """
     # SQLite before 3.32 allows 999 parameters per statement, later ones 32,766 (or more).
-    most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _EVENT_COLUMNS
+    most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _EVENT_VALUES.count("?")
     done, size = 0, min(_ROWS_PER_INSERT, 1 << (most.bit_length() - 1))
     while done < len(rows):
         while size > len(rows) - done:
@@ -208,7 +208,7 @@ def _insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> Non
 
 @functools.cache
 def _insert_sql(rows: int) -> str:
-    return _INSERT_EVENT + ", (?, ?, ?, ?, ?, ?)" * (rows - 1)  # _EVENT_COLUMNS each
+    return _INSERT_EVENT + f", {_EVENT_VALUES}" * (rows - 1)
 
 
 def _event_key(row: tuple[Any, ...]) -> tuple[str, int]:
