@@ -61,21 +61,21 @@ def anthropic_body(n: int) -> dict[str, Any]:
 
 def render_openai(n: int) -> bytes:
     """An OpenAI Chat Completions stream with ``n`` one-token content chunks."""
-    body, config = openai_body(n), SimulatorConfig()
-    request = openai_api.parse_request(body)
-    plan = make_plan(request.conversation, config, request_key(body, config.seed))
-    plan = msgspec.structs.replace(plan, text=_tokens(n))
-    steps, _ = openai_api.stream_steps(plan, request, config)
-    return b"".join(step.data for step in steps)
+    return _render(openai_api, openai_body(n), n)
 
 
 def render_anthropic(n: int) -> bytes:
     """An Anthropic Messages stream with ``n`` one-token text deltas."""
-    body, config = anthropic_body(n), SimulatorConfig()
-    request = anthropic_api.parse_request(body)
+    return _render(anthropic_api, anthropic_body(n), n)
+
+
+def _render(api: Any, body: dict[str, Any], n: int) -> bytes:
+    """What the simulator's ``api`` streams for ``body``, its text replaced by ``n`` tokens."""
+    config = SimulatorConfig()
+    request = api.parse_request(body)
     plan = make_plan(request.conversation, config, request_key(body, config.seed))
     plan = msgspec.structs.replace(plan, text=_tokens(n))
-    steps, _ = anthropic_api.stream_steps(plan, request, config)
+    steps, _ = api.stream_steps(plan, request, config)
     return b"".join(step.data for step in steps)
 
 
