@@ -81,7 +81,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -358,10 +358,7 @@ async def _client_streambus(args: argparse.Namespace, out: dict[str, Any]) -> No
                     timeouts=budgets, retries=0,
                 )  # fmt: skip
 
-            async with trio.open_nursery() as nursery:
-                for i in range(args.n):
-                    nursery.start_soon(one, i)
-                    await trio.sleep(args.ramp / args.n)
+            await _ramped(one, args)
         cpu, wall = _cpu() - cpu, time.perf_counter() - wall
         peak = _rss_kib("VmHWM")
         with contextlib.closing(sqlite3.connect(db)) as conn:
@@ -426,7 +423,6 @@ def _stamping_transport() -> Any:
 async def _client_sdk(args: argparse.Namespace, out: dict[str, Any]) -> None:
     import httpx2
     import openai
-    import trio
 
     simulator = {"events": args.events, "tokens_per_second": PACE, "ttft": TTFT, "jitter": JITTER}
     schedule = offsets(args.events, PACE, TTFT, JITTER)
@@ -480,10 +476,7 @@ async def _client_sdk(args: argparse.Namespace, out: dict[str, Any]) -> None:
                         finishes += 1
             sessions.append((chunks, finishes, k))
 
-        async with trio.open_nursery() as nursery:
-            for i in range(args.n):
-                nursery.start_soon(one, i)
-                await trio.sleep(args.ramp / args.n)
+        await _ramped(one, args)
         cpu, wall = _cpu() - cpu, time.perf_counter() - wall
         peak = _rss_kib("VmHWM")
     received = sum(s[0] for s in sessions)
@@ -572,13 +565,10 @@ async def _client_floor(args: argparse.Namespace, out: dict[str, Any]) -> None:
     async with httpx2.AsyncClient(limits=limits, timeout=600) as client:
         rss = _reset_peak()
         cpu, wall = _cpu(), time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for _ in range(args.n):
-                if args.impl == "httpx2-read":
-                    nursery.start_soon(via_httpx2, client)
-                else:
-                    nursery.start_soon(via_socket)
-                await trio.sleep(args.ramp / args.n)
+        if args.impl == "httpx2-read":
+            await _ramped(lambda _: via_httpx2(client), args)
+        else:
+            await _ramped(lambda _: via_socket(), args)
         cpu, wall = _cpu() - cpu, time.perf_counter() - wall
         peak = _rss_kib("VmHWM")
     per_stream = args.events + CHUNK_EXTRA + 1  # and ``data: [DONE]``
@@ -602,6 +592,16 @@ async def _client_floor(args: argparse.Namespace, out: dict[str, Any]) -> None:
 def _cpu() -> float:
     t = os.times()
     return t.user + t.system
+
+
+async def _ramped(one: Callable[[int], Awaitable[None]], args: argparse.Namespace) -> None:
+    """Run ``one(i)`` for each of ``args.n`` streams, their starts spread over ``args.ramp``."""
+    import trio
+
+    async with trio.open_nursery() as nursery:
+        for i in range(args.n):
+            nursery.start_soon(one, i)
+            await trio.sleep(args.ramp / args.n)
 
 
 def _client_main(argv: list[str]) -> None:
