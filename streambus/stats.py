@@ -7,20 +7,24 @@ the selected sessions, as vLLM does. Percentiles are :func:`streambus.latency.pe
 applied to the ranks SQL fetches, so they equal sorting every value in Python.
 
 Pooled ITL covers millions of gaps, and SQLite sorts them slowly (about 25 s for 10 million
-on the benchmark machine; bench/stats_bench.py). So its ranks are found by radix selection:
-one pass counts the selected gaps per 65 µs bucket (reading the covering index on
-``(session_id, gap_ns)``, never the payloads), then only the few buckets holding a wanted
-rank are split finer or sorted. Everything else is one pass or less.
+on the benchmark machine; bench/stats_bench.py), even into a histogram (GROUP BY sorts). So
+its ranks are found from a sample: a hashed sample of the sessions estimates each percentile,
+then one pass over the covering index on ``(session_id, gap_ns)`` (never the payloads) counts
+the gaps below a bracket around each estimate and fetches those inside it. A rank outside its
+bracket, which the sample's error margin makes unlikely, is found by radix selection within
+its region. The result is exact either way; only the time depends on the sample.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import datetime
 import io
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, overload
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, overload
 
 import msgspec
 
@@ -49,6 +53,9 @@ BY: Final = ("provider", "model", "session")
 """Groupings: ``session`` lists each session's own figures instead of aggregating."""
 
 _GAP_INDEX: Final = "idx_events_session_gap"  # migrations.m003_gap_index
+_SAMPLE_GAPS: Final = 100_000  # about how many gaps the sample estimating percentiles reads
+_Z: Final = 6.0  # each estimate's bracket: this many standard errors either side
+_FETCH_LIMIT: Final = 1_000_000  # a bracket expected to hold more gaps is counted, not fetched
 _SORT_LIMIT: Final = 50_000  # a bucket with at most this many gaps is sorted by SQLite
 _BRANCHES: Final = 1024  # how finely a bucket too big to sort is split
 
@@ -301,17 +308,32 @@ def _distribution(
     return Distribution(n=n, mean=mean, p50=p50, p90=p90, p99=p99, max=top)
 
 
+class _Bucket(NamedTuple):
+    """``n`` gaps, all in ``[low, high]`` (integers); ``values``: them sorted, if fetched."""
+
+    n: int
+    low: int
+    high: int
+    values: list[int] | None = None
+
+
 class _GapSelector:
     """Pooled ITL of the sessions matching ``where``: count, mean, max and exact ranks.
 
-    Radix selection: a histogram of the gaps (count, min, max per bucket) locates each wanted
+    A hashed sample of the sessions (about ``_SAMPLE_GAPS`` gaps) estimates each percentile,
+    with its standard error counted across sampled sessions, since one session's gaps are
+    alike. One pass over the selection then counts, sums and bounds the gaps, counts those
+    below each estimate's bracket (± ``_Z`` standard errors) and fetches the few inside it:
+    each wanted rank is read from a short sorted list. A rank the sample missed is found by
+    radix selection inside its region: a histogram (count, min, max per bucket) locates the
     rank's bucket; a bucket of one value answers at once, a small one is sorted, a big one
-    gets its own finer histogram. Each pass reads the selected sessions' slices of the
-    covering index; after the first, only the slice inside one bucket's range.
+    gets its own finer histogram. Every pass reads the covering gap index, never payloads.
+    Gaps are integers (differences of ``t_ns``), so ``[low, high]`` ranges tile them.
     """
 
     def __init__(self, conn: sqlite3.Connection, where: str, params: list[Any]) -> None:
         self._conn = conn
+        self._where = where
         self._from = (
             f"from events indexed by {_GAP_INDEX} where gap_ns is not null"
             f" and session_id in (select id from sessions where {where})"
@@ -319,54 +341,142 @@ class _GapSelector:
         self._params = params
 
     def distribution(self) -> Distribution:
-        buckets = self._histogram("gap_ns >> 16", [])  # 65.5 µs buckets
-        n = sum(b[0] for b in buckets)
+        ((expected,),) = self._conn.execute(
+            f"select total(content_events) from sessions where {self._where}", self._params
+        ).fetchall()
+        share = max(1, int(expected) // _SAMPLE_GAPS)  # sample one session in ``share``
+        sample = self._sample(share)
+        if share == 1:  # the sample is the selection
+            values = sorted(v for gaps in sample for v in gaps)
+            if not values:
+                return Distribution()
+            known = {r: float(values[r]) for r in _ranks_read(len(values))}
+            return _distribution(len(values), sum(values) / len(values), values[-1], known)
+        n, total, buckets = self._bracketed(sample, share)
         if n == 0:
             return Distribution()
-        total = sum(b[3] for b in buckets)
         known = self._select(sorted(_ranks_read(n)), 0, buckets)
-        return _distribution(n, total / n, buckets[-1][2], known)
+        return _distribution(n, total / n, buckets[-1].high, known)
 
-    def _histogram(
-        self, bucket: str, params: list[Any], within: tuple[int, int] | None = None
-    ) -> list[tuple[int, int, int, float]]:
-        """(count, min, max, sum) per bucket, ascending; ``within`` limits the gap range."""
-        sql, args = self._from, [*self._params]
-        if within is not None:
-            sql += " and gap_ns between ? and ?"
-            args += within
+    def _sample(self, share: int) -> list[list[int]]:
+        """Each sampled session's gaps, sorted: one session in ``share``, chosen by a hash of
+        its rowid (deterministic, and blind to round-robin patterns in the recording order)."""
+        by_session: dict[str, list[int]] = {}
+        for session, gap in self._conn.execute(
+            f"select session_id, gap_ns from events indexed by {_GAP_INDEX}"
+            " where gap_ns is not null and session_id in (select id from sessions"
+            f" where {self._where} and (rowid * 2654435761) % 4294967296 < ?)",
+            [*self._params, 2**32 // share],
+        ):
+            by_session.setdefault(session, []).append(gap)
+        return [sorted(gaps) for gaps in by_session.values()]
+
+    def _bracketed(self, sample: list[list[int]], scale: int) -> tuple[int, float, list[_Bucket]]:
+        """One pass: the count and sum of the gaps, and buckets tiling them by the sample's
+        brackets; a bracket expected to hold up to ``_FETCH_LIMIT`` gaps comes with them."""
+        brackets = _brackets(sample)
+        values = sorted(v for gaps in sample for v in gaps)
+        columns = ["count(*)", "total(gap_ns)", "min(gap_ns)", "max(gap_ns)"]
+        args: list[int] = []
+        fetched = []
+        for low, high in brackets:
+            inside = (bisect.bisect_right(values, high) - bisect.bisect_left(values, low)) * scale
+            fetched.append(inside <= _FETCH_LIMIT)
+            if fetched[-1]:
+                columns += [
+                    "count(*) filter (where gap_ns < ?)",
+                    "group_concat(gap_ns) filter (where gap_ns between ? and ?)",
+                ]
+                args += [low, low, high]
+            else:
+                columns += [
+                    "count(*) filter (where gap_ns < ?)",
+                    "count(*) filter (where gap_ns <= ?)",
+                ]
+                args += [low, high]
+        n, total, lowest, highest, *counts = self._conn.execute(
+            f"select {', '.join(columns)} {self._from}", [*args, *self._params]
+        ).fetchone()
+        if n == 0:
+            return 0, 0.0, []
+        buckets, done, start = [], 0, lowest
+        for (low, high), take, below, inside in zip(
+            brackets, fetched, counts[::2], counts[1::2], strict=True
+        ):
+            buckets.append(_Bucket(below - done, start, low - 1))
+            if not take:
+                buckets.append(_Bucket(inside - below, low, high))
+            else:
+                gaps = sorted(map(int, inside.split(","))) if inside else []
+                buckets.append(_Bucket(len(gaps), low, high, gaps))
+            done, start = done + buckets[-2].n + buckets[-1].n, high + 1
+        buckets.append(_Bucket(n - done, start, highest))
+        return n, float(total), buckets
+
+    def _histogram(self, bucket: str, params: list[Any], within: tuple[int, int]) -> list[_Bucket]:
+        """(count, min, max) per bucket of the gaps in ``within``, ascending."""
         rows = self._conn.execute(
-            f"select count(*), min(gap_ns), max(gap_ns), total(gap_ns) {sql}"
+            f"select count(*), min(gap_ns), max(gap_ns) {self._from} and gap_ns between ? and ?"
             f" group by {bucket} order by 2",
-            [*args, *params],
+            [*self._params, *within, *params],
         ).fetchall()
-        return [(int(c), int(lo), int(hi), float(s)) for c, lo, hi, s in rows]
+        return [_Bucket(int(c), int(lo), int(hi)) for c, lo, hi in rows]
 
-    def _select(
-        self, ranks: list[int], below: int, buckets: list[tuple[int, int, int, float]]
-    ) -> dict[int, float]:
+    def _select(self, ranks: list[int], below: int, buckets: list[_Bucket]) -> dict[int, float]:
         """Values at ``ranks``, given ``buckets`` that hold ranks ``below`` and up."""
         found: dict[int, float] = {}
-        for count, low, high, _ in buckets:
+        for count, low, high, values in buckets:
             inside = [r for r in ranks if below <= r < below + count]
             if not inside:
                 pass
+            elif values is not None:
+                found |= {r: float(values[r - below]) for r in inside}
             elif low == high:
                 found |= dict.fromkeys(inside, float(low))
             elif count <= _SORT_LIMIT:
                 first = inside[0] - below
-                values = self._conn.execute(
-                    f"select gap_ns {self._from} and gap_ns between ? and ?"
-                    " order by gap_ns limit ? offset ?",
-                    [*self._params, low, high, inside[-1] - inside[0] + 1, first],
-                ).fetchall()
-                found |= {r: float(values[r - below - first][0]) for r in inside}
+                values = [
+                    v
+                    for (v,) in self._conn.execute(
+                        f"select gap_ns {self._from} and gap_ns between ? and ?"
+                        " order by gap_ns limit ? offset ?",
+                        [*self._params, low, high, inside[-1] - inside[0] + 1, first],
+                    )
+                ]
+                found |= {r: float(values[r - below - first]) for r in inside}
             else:
                 width = (high - low) // _BRANCHES + 1
                 finer = self._histogram("(gap_ns - ?) / ?", [low, width], (low, high))
                 found |= self._select(inside, below, finer)
             below += count
         return found
+
+
+def _brackets(sample: list[list[int]]) -> list[tuple[int, int]]:
+    """Disjoint gap ranges, ascending, likely to hold the selection's percentiles: each the
+    sample's estimate ± ``_Z`` standard errors. The error is that of a ratio estimate over
+    sampled sessions (clusters), so sessions whose gaps are all alike widen it as they should.
+    """
+    values = sorted(v for gaps in sample for v in gaps)
+    m = len(values)
+    if m == 0:
+        return []
+    ranges = []
+    for p in PERCENTILES:
+        q = p / 100
+        estimate = values[min(m - 1, int(q * m))]
+        spread = sum((bisect.bisect_right(g, estimate) - q * len(g)) ** 2 for g in sample)
+        error = math.sqrt(spread * len(sample) / max(1, len(sample) - 1)) / m
+        margin = _Z * error + 1 / m
+        low = values[max(0, math.floor((q - margin) * m))]
+        ranges.append((low, values[min(m - 1, math.ceil((q + margin) * m))]))
+    merged: list[tuple[int, int]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1]:
+            first, last = merged.pop()
+            low, high = first, max(high, last)
+        merged.append((low, high))
+    return merged
 
 
 # -- output: a table for people, JSON and CSV for scripts ------------------------------------

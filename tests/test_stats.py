@@ -196,20 +196,11 @@ def test_per_session_figures_are_the_stored_rows(db: Any) -> None:
     assert (e.status, e.e2e_ns) == ("incomplete", None)
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_pooled_percentiles_equal_numpy_through_every_selection_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
-) -> None:
-    """Random sessions with ties, zeros and huge stalls; tiny limits force radix selection to
-    split buckets again and again, as millions of gaps would."""
-    np = pytest.importorskip("numpy")
-    rng = random.Random(seed)
-    limit, branches = [(1, 2), (2, 3), (5, 4), (50, 1024), (10**6, 1024), (3, 2)][seed]
-    monkeypatch.setattr(streambus.stats, "_SORT_LIMIT", limit)
-    monkeypatch.setattr(streambus.stats, "_BRANCHES", branches)
-    db = open_db(tmp_path / "random.db")
-    gaps: dict[str, list[int]] = {}
-    for i in range(rng.randint(1, 12)):
+def random_recording(db: Any, rng: random.Random, sessions: int) -> list[int]:
+    """Sessions of tight, wide or tied gaps (zeros, huge stalls); some end in error. Returns
+    the pooled gaps of the ``ok`` ones, sorted: what ``aggregate`` pools by default."""
+    pooled: list[int] = []
+    for i in range(sessions):
         sid = f"{i:024x}"
         kind = rng.choice(["tight", "wide", "ties"])
         n = rng.randint(1, 40)
@@ -230,8 +221,68 @@ def test_pooled_percentiles_equal_numpy_through_every_selection_path(
         rows = event_rows(events, states)
         write(db, [states[sid].row(sid)], rows)
         if status == "stop":
-            gaps[sid] = steps
-    pooled = sorted(g for steps in gaps.values() for g in steps)
+            pooled += steps
+    return sorted(pooled)
+
+
+# How pooled ITL's ranks are found, and the module limits that force each way on a few
+# hundred gaps as millions would: (sample gaps, standard errors, fetch limit, sort limit,
+# branches). The sample is everything; or brackets hold every rank; or brackets of no width
+# miss, so radix selection splits regions again and again; or brackets (replacing the
+# sample's) hug each wanted value from both sides, so every region's edge is tested; or
+# brackets are only counted, so radix selection splits them; or the hashed sample picks no
+# session and radix selection does it all.
+PATHS = {
+    "whole sample": (10**9, 6.0, 10**6, 50_000, 1024),
+    "brackets": (60, 6.0, 10**6, 50_000, 1024),
+    "missed brackets": (60, 0.0, 10**6, 2, 3),
+    "brackets beside the ranks": (60, 6.0, 10**6, 2, 3),
+    "counted brackets": (60, 6.0, 0, 5, 4),
+    "no sample": (1, 6.0, 10**6, 1, 2),
+}
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("seed", range(5))
+def test_pooled_percentiles_equal_numpy_through_every_selection_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, path: str
+) -> None:
+    np = pytest.importorskip("numpy")
+    for name, value in zip(
+        ["_SAMPLE_GAPS", "_Z", "_FETCH_LIMIT", "_SORT_LIMIT", "_BRANCHES"], PATHS[path], strict=True
+    ):
+        monkeypatch.setattr(streambus.stats, name, value)
+    histograms: list[int] = []
+    real_histogram = streambus.stats._GapSelector._histogram
+
+    def histogram(self: Any, *args: Any) -> Any:
+        histograms.append(len(found := real_histogram(self, *args)))
+        return found
+
+    monkeypatch.setattr(streambus.stats._GapSelector, "_histogram", histogram)
+    sampled: list[tuple[int, int]] = []  # (one session in how many, sessions sampled)
+    real_sample = streambus.stats._GapSelector._sample
+
+    def sample(self: Any, share: int) -> Any:
+        sampled.append((share, len(found := real_sample(self, share))))
+        return found
+
+    monkeypatch.setattr(streambus.stats._GapSelector, "_sample", sample)
+    rng = random.Random(seed)
+    db = open_db(tmp_path / "random.db")
+    pooled = random_recording(db, rng, rng.randint(0, 3) if seed == 0 else rng.randint(20, 60))
+    if path == "brackets beside the ranks":
+        distinct = sorted(set(pooled))
+        wanted = {distinct.index(pooled[r]) for r in streambus.stats._ranks_read(len(pooled))}
+        beside = sorted(
+            {
+                (distinct[i], distinct[i])
+                for w in wanted
+                for i in (w - 1, w + 1)
+                if 0 <= i < len(distinct)
+            }
+        )
+        monkeypatch.setattr(streambus.stats, "_brackets", lambda sample: beside)
     result = aggregate(db)
     if not pooled:
         assert result == []
@@ -243,6 +294,16 @@ def test_pooled_percentiles_equal_numpy_through_every_selection_path(
     assert got == [percentile(pooled, p) for p in (50, 90, 99)]  # the same function, exactly
     assert (stats.itl_ns.n, stats.itl_ns.max) == (len(pooled), pooled[-1])
     assert stats.itl_ns.mean == pytest.approx(sum(pooled) / len(pooled))
+    if seed == 0:  # a handful of sessions: the sample is all of them, whatever the limits
+        return
+    # Each way was really taken.
+    ((share, sessions),) = sampled
+    assert (share == 1) is (path == "whole sample")
+    assert (sessions == 0) is (path == "no sample")
+    if path in ("whole sample", "brackets"):
+        assert histograms == []
+    else:
+        assert histograms, "radix selection was not needed: the limits test nothing"
 
 
 def test_the_gap_index_serves_pooled_itl(db: Any) -> None:
