@@ -361,15 +361,14 @@ class _GapSelector:
     def _sample(self, share: int) -> list[list[int]]:
         """Each sampled session's gaps, sorted: one session in ``share``, chosen by a hash of
         its rowid (deterministic, and blind to round-robin patterns in the recording order)."""
-        by_session: dict[str, list[int]] = {}
-        for session, gap in self._conn.execute(
-            f"select session_id, gap_ns from events indexed by {_GAP_INDEX}"
+        rows = self._conn.execute(
+            f"select group_concat(gap_ns) from events indexed by {_GAP_INDEX}"
             " where gap_ns is not null and session_id in (select id from sessions"
-            f" where {self._where} and (rowid * 2654435761) % 4294967296 < ?)",
+            f" where {self._where} and (rowid * 2654435761) % 4294967296 < ?)"
+            " group by session_id",
             [*self._params, 2**32 // share],
-        ):
-            by_session.setdefault(session, []).append(gap)
-        return [sorted(gaps) for gaps in by_session.values()]
+        )
+        return [sorted(map(int, gaps.split(","))) for (gaps,) in rows]
 
     def _bracketed(self, sample: list[list[int]], scale: int) -> tuple[int, float, list[_Bucket]]:
         """One pass: the count and sum of the gaps, and buckets tiling them by the sample's
