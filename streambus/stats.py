@@ -364,7 +364,7 @@ class _GapSelector:
         rows = self._conn.execute(
             f"select group_concat(gap_ns) from events indexed by {_GAP_INDEX}"
             " where gap_ns is not null and session_id in (select id from sessions"
-            f" where {self._where} and (rowid * 2654435761) % 4294967296 < ?)"
+            f" where ({self._where}) and (rowid * 2654435761) % 4294967296 < ?)"
             " group by session_id",
             [*self._params, 2**32 // share],
         )
