@@ -346,13 +346,13 @@ class _GapSelector:
         ).fetchall()
         share = max(1, int(expected) // _SAMPLE_GAPS)  # sample one session in ``share``
         sample = self._sample(share)
+        pooled = sorted(v for gaps in sample for v in gaps)
         if share == 1:  # the sample is the selection
-            values = sorted(v for gaps in sample for v in gaps)
-            if not values:
+            if not pooled:
                 return Distribution()
-            known = {r: float(values[r]) for r in _ranks_read(len(values))}
-            return _distribution(len(values), sum(values) / len(values), values[-1], known)
-        n, total, buckets = self._bracketed(sample, share)
+            known = {r: float(pooled[r]) for r in _ranks_read(len(pooled))}
+            return _distribution(len(pooled), sum(pooled) / len(pooled), pooled[-1], known)
+        n, total, buckets = self._bracketed(_brackets(sample, pooled), pooled, share)
         if n == 0:
             return Distribution()
         known = self._select(sorted(_ranks_read(n)), 0, buckets)
@@ -370,16 +370,17 @@ class _GapSelector:
         )
         return [sorted(map(int, gaps.split(","))) for (gaps,) in rows]
 
-    def _bracketed(self, sample: list[list[int]], scale: int) -> tuple[int, float, list[_Bucket]]:
-        """One pass: the count and sum of the gaps, and buckets tiling them by the sample's
-        brackets; a bracket expected to hold up to ``_FETCH_LIMIT`` gaps comes with them."""
-        brackets = _brackets(sample)
-        values = sorted(v for gaps in sample for v in gaps)
+    def _bracketed(
+        self, brackets: list[tuple[int, int]], pooled: list[int], share: int
+    ) -> tuple[int, float, list[_Bucket]]:
+        """One pass: the count and sum of the gaps, and buckets tiling them by ``brackets``;
+        a bracket the sample (``pooled``, one session in ``share``) expects to hold up to
+        ``_FETCH_LIMIT`` gaps comes with them."""
         columns = ["count(*)", "total(gap_ns)", "min(gap_ns)", "max(gap_ns)"]
         args: list[int] = []
         fetched = []
         for low, high in brackets:
-            inside = (bisect.bisect_right(values, high) - bisect.bisect_left(values, low)) * scale
+            inside = (bisect.bisect_right(pooled, high) - bisect.bisect_left(pooled, low)) * share
             fetched.append(inside <= _FETCH_LIMIT)
             if fetched[-1]:
                 columns += [
@@ -434,7 +435,7 @@ class _GapSelector:
                 found |= dict.fromkeys(inside, float(low))
             elif count <= _SORT_LIMIT:
                 first = inside[0] - below
-                values = [
+                part = [
                     v
                     for (v,) in self._conn.execute(
                         f"select gap_ns {self._from} and gap_ns between ? and ?"
@@ -442,7 +443,7 @@ class _GapSelector:
                         [*self._params, low, high, inside[-1] - inside[0] + 1, first],
                     )
                 ]
-                found |= {r: float(values[r - below - first]) for r in inside}
+                found |= {r: float(part[r - below - first]) for r in inside}
             else:
                 width = (high - low) // _BRANCHES + 1
                 finer = self._histogram("(gap_ns - ?) / ?", [low, width], (low, high))
@@ -451,24 +452,24 @@ class _GapSelector:
         return found
 
 
-def _brackets(sample: list[list[int]]) -> list[tuple[int, int]]:
+def _brackets(sample: list[list[int]], pooled: list[int]) -> list[tuple[int, int]]:
     """Disjoint gap ranges, ascending, likely to hold the selection's percentiles: each the
-    sample's estimate ± ``_Z`` standard errors. The error is that of a ratio estimate over
-    sampled sessions (clusters), so sessions whose gaps are all alike widen it as they should.
+    sample's estimate ± ``_Z`` standard errors. ``sample`` is each sampled session's sorted
+    gaps, ``pooled`` all of them sorted. The error is that of a ratio estimate over sampled
+    sessions (clusters), so sessions whose gaps are all alike widen it as they should.
     """
-    values = sorted(v for gaps in sample for v in gaps)
-    m = len(values)
+    m = len(pooled)
     if m == 0:
         return []
     ranges = []
     for p in PERCENTILES:
         q = p / 100
-        estimate = values[min(m - 1, int(q * m))]
+        estimate = pooled[min(m - 1, int(q * m))]
         spread = sum((bisect.bisect_right(g, estimate) - q * len(g)) ** 2 for g in sample)
         error = math.sqrt(spread * len(sample) / max(1, len(sample) - 1)) / m
         margin = _Z * error + 1 / m
-        low = values[max(0, math.floor((q - margin) * m))]
-        ranges.append((low, values[min(m - 1, math.ceil((q + margin) * m))]))
+        low = pooled[max(0, math.floor((q - margin) * m))]
+        ranges.append((low, pooled[min(m - 1, math.ceil((q + margin) * m))]))
     merged: list[tuple[int, int]] = []
     for low, high in sorted(ranges):
         if merged and low <= merged[-1][1]:

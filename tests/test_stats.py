@@ -282,7 +282,7 @@ def test_pooled_percentiles_equal_numpy_through_every_selection_path(
                 if 0 <= i < len(distinct)
             }
         )
-        monkeypatch.setattr(streambus.stats, "_brackets", lambda sample: beside)
+        monkeypatch.setattr(streambus.stats, "_brackets", lambda sample, pooled: beside)
     result = aggregate(db)
     if not pooled:
         assert result == []
