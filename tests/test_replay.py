@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from streambus import (
 )
 from streambus.db import SessionState, event_rows, write
 from streambus.exchange import import_sessions
-from streambus.replay import INCOMPLETE_ERROR
+from streambus.replay import INCOMPLETE_ERROR, _Pacer
 from streambus.simulator import SimulatorConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,6 +124,37 @@ async def test_each_event_arrives_at_its_recorded_offset_over_speed(
     # The two deltas recorded at 0.25 s came from one read: one batch.
     assert [len(batch) for _, batch in seen.batches] == [1, 2, 1, 1, 1, 2]
     assert trio.current_time() - t0 == 2.0 / speed
+
+
+def test_the_pacer_leads_a_late_timer_by_its_median_lateness() -> None:
+    """A timer that wakes on whole milliseconds rounded up, 0.2 ms after that (trio on Linux's
+    epoll, roughly): sleeping until each due time lands every event 0.2-1.2 ms late. Led by
+    the pacer, the typical event lands within a quarter millisecond, early or late; a
+    precise timer (MockClock's) gets no lead; one wake a busy moment delays moves the lead
+    by one step only."""
+    rng = random.Random(1)
+
+    def late_timer(at: float) -> float:
+        return math.ceil(at * 1000) / 1000 + 0.0002
+
+    pacer, precise = _Pacer(), _Pacer()
+    due, naive, led = 0.0, [], []
+    for _ in range(1000):
+        due += rng.uniform(0.005, 0.02)
+        woke = late_timer(pacer.wake_at(due))
+        pacer.woke(due, woke)
+        led.append(woke - due)
+        naive.append(late_timer(due) - due)
+        precise.woke(due, precise.wake_at(due))
+    settled = led[100:]
+    assert statistics.median(naive) > 0.0006
+    assert abs(statistics.median(settled)) < 0.0001  # as often early as late
+    assert statistics.median(abs(lag) for lag in settled) < 0.0003
+    assert 0.0005 < pacer.lead < 0.0009
+    assert precise.lead == 0.0
+    lead = pacer.lead
+    pacer.woke(due, due + 0.05)
+    assert pacer.lead == pytest.approx(lead + _Pacer.STEP)
 
 
 async def test_instant_replay_takes_no_time(autojump_clock: trio.abc.Clock, tmp_path: Path) -> None:
