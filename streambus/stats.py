@@ -163,6 +163,7 @@ def aggregate(
         # Σ N / Σ (l − f): l − f is N / (tokens/s); the sessions table keeps no l.
         + ", total(output_tokens) filter (where tokens_per_s is not null)"
         ", total(output_tokens / tokens_per_s) filter (where tokens_per_s is not null)"
+        ", total(content_events)"  # about how many ITL gaps: sizes their sample
         f" from sessions where {where} group by 1 order by 1",
         params,
     ).fetchall()
@@ -176,14 +177,14 @@ def aggregate(
         group = row[0]
         in_group = where if by is None else f"{where} and {by} is ?"
         gap_params = params if by is None else [*params, group]
-        tokens, decode_s = row[-2:]
+        tokens, decode_s, content = row[-3:]
         groups.append(
             GroupStats(
                 by=by,
                 group=group,
                 sessions=row[1],
                 ttft_ns=figures["ttft_ns"][group],
-                itl_ns=_GapSelector(conn, in_group, gap_params).distribution(),
+                itl_ns=_GapSelector(conn, in_group, gap_params).distribution(content),
                 tpot_ns=figures["tpot_ns"][group],
                 tokens_per_s=figures["tokens_per_s"][group],
                 e2e_ns=figures["e2e_ns"][group],
@@ -340,10 +341,8 @@ class _GapSelector:
         )
         self._params = params
 
-    def distribution(self) -> Distribution:
-        ((expected,),) = self._conn.execute(
-            f"select total(content_events) from sessions where {self._where}", self._params
-        ).fetchall()
+    def distribution(self, expected: float) -> Distribution:
+        """``expected``: about how many gaps the selection has (Σ ``content_events``)."""
         share = max(1, int(expected) // _SAMPLE_GAPS)  # sample one session in ``share``
         sample = self._sample(share)
         pooled = sorted(v for gaps in sample for v in gaps)
