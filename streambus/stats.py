@@ -367,7 +367,7 @@ class _GapSelector:
             " group by session_id",
             [*self._params, 2**32 // share],
         )
-        return [sorted(map(int, gaps.split(","))) for (gaps,) in rows]
+        return [_gaps(gaps) for (gaps,) in rows]
 
     def _bracketed(
         self, brackets: list[tuple[int, int]], pooled: list[int], share: int
@@ -381,18 +381,14 @@ class _GapSelector:
         for low, high in brackets:
             inside = (bisect.bisect_right(pooled, high) - bisect.bisect_left(pooled, low)) * share
             fetched.append(inside <= _FETCH_LIMIT)
+            columns.append("count(*) filter (where gap_ns < ?)")
+            args.append(low)
             if fetched[-1]:
-                columns += [
-                    "count(*) filter (where gap_ns < ?)",
-                    "group_concat(gap_ns) filter (where gap_ns between ? and ?)",
-                ]
-                args += [low, low, high]
-            else:
-                columns += [
-                    "count(*) filter (where gap_ns < ?)",
-                    "count(*) filter (where gap_ns <= ?)",
-                ]
+                columns.append("group_concat(gap_ns) filter (where gap_ns between ? and ?)")
                 args += [low, high]
+            else:
+                columns.append("count(*) filter (where gap_ns <= ?)")
+                args.append(high)
         n, total, lowest, highest, *counts = self._conn.execute(
             f"select {', '.join(columns)} {self._from}", [*args, *self._params]
         ).fetchone()
@@ -406,7 +402,7 @@ class _GapSelector:
             if not take:
                 buckets.append(_Bucket(inside - below, low, high))
             else:
-                gaps = sorted(map(int, inside.split(","))) if inside else []
+                gaps = _gaps(inside)
                 buckets.append(_Bucket(len(gaps), low, high, gaps))
             done, start = done + buckets[-2].n + buckets[-1].n, high + 1
         buckets.append(_Bucket(n - done, start, highest))
@@ -449,6 +445,11 @@ class _GapSelector:
                 found |= self._select(inside, below, finer)
             below += count
         return found
+
+
+def _gaps(concatenated: str | None) -> list[int]:
+    """Gaps from SQLite's ``group_concat`` (``None`` when there were none), sorted."""
+    return sorted(map(int, concatenated.split(","))) if concatenated else []
 
 
 def _brackets(sample: list[list[int]], pooled: list[int]) -> list[tuple[int, int]]:
