@@ -5,7 +5,8 @@ N streams, their starts spread evenly over a ramp (2 s; all N are concurrent onc
 each streaming ``EVENTS`` (250) content chunks at ``PACE`` events/s (± 20 % jitter) after a 100 ms
 first token. *streambus*: all streams on one bus in one trio process, one shared
 ``httpx2.AsyncClient`` (no pool limit), a :class:`~streambus.Recorder` into one temporary
-SQLite file, and a probe subscriber (whole batches) that measures. *openai SDK*:
+SQLite file, and a probe subscriber (whole batches; plain, so ``publish`` calls it as each
+read's events are published) that measures. *openai SDK*:
 ``openai.AsyncOpenAI`` (``max_retries=0``, an ``httpx2`` client without pool limit) run under
 trio (the SDK is anyio-based and runs there as is), each stream consumed by ``async for chunk``
 with the same measurements, nothing recorded. A fresh process per N keeps CPU, peak memory and
@@ -28,7 +29,8 @@ Figures, per level:
   recorder writes in a worker thread) from the first stream's start until the bus has closed
   and the recorder flushed, per 1,000 events received (all events: start, deltas, usage,
   stop; for the SDK: chunks).
-- ``delay p50/p99``: bytes read → the subscriber has the event. streambus stamps ``t_ns`` on
+- ``delay p50/p99``: bytes read → the subscriber has the event (for the plain probe: decoded,
+  normalized and published, after any wait for the trio thread). streambus stamps ``t_ns`` on
   each event when its network read returned, relative to the session's ``t0``
   (``trio.current_time()`` when ``_Session.run`` starts). The benchmark reads
   ``trio.current_time()`` right before calling ``stream(…, client=shared)``; from there to

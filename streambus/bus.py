@@ -1,25 +1,32 @@
-"""The event bus: publish a batch once, every subscriber receives it, each in its own task.
+"""The event bus: publish a batch once, every subscriber receives it, in order.
 
 Shape, and why:
 
 - **One mailbox per subscriber.** trio memory channels are point-to-point (receive clones
-  *compete* for items), so fan-out means one channel per subscriber.
+  *compete* for items), so fan-out means one channel per subscriber, and a task to empty it.
 - **Batches, not single events.** A trio wake-up costs tens of µs; waking every subscriber for
   every token would dominate the cost of a stream. ``publish`` takes everything one network
   read produced and hands the same immutable tuple to every mailbox: one wake-up per read.
+- **Sync handlers are called, not woken.** A plain function, or an object whose methods are
+  all plain and that has no ``flush`` and no ``delivery_window``, cannot overlap anything on
+  the trio thread, so a task of its own would only add a wake-up per batch (~15 µs per
+  handler on a live stream). ``publish`` calls it with the batch, in the publisher's task.
 - **Lossless by default.** A slow subscriber's bounded channel fills and ``publish`` waits:
   backpressure, nothing dropped. A UI may opt into a lossy policy (``"coalesce"`` merges pending
   text; ``"latest"`` keeps only the newest pending text) and then never slows the stream.
 - **Isolation.** A subscriber that raises is reported (``Bus.failures``, the ``streambus``
-  logger), stops receiving, and the others carry on.
-- **The last word is always delivered.** Subscriber tasks run shielded from outside
-  cancellation and end only when the bus closes and their mailbox is drained, so the final
-  ``stop`` (reason ``cancelled`` after Ctrl-C) reaches each of them. Closing waits at most
-  ``grace`` seconds for them, then cancels the stragglers.
+  logger), stops receiving, and the others carry on; a sync handler's error never reaches
+  the publisher.
+- **The last word is always delivered.** A sync handler gets it as it is published.
+  Subscriber tasks run shielded from outside cancellation and end only when the bus closes
+  and their mailbox is drained, so the final ``stop`` (reason ``cancelled`` after Ctrl-C)
+  reaches each of them. Closing waits at most ``grace`` seconds for them, then cancels the
+  stragglers.
 
 Three ways to subscribe (see ``docs/subscribers.md``): a function (sync or async) called per
-event; an object with ``on_start``/``on_delta``/``on_tool_delta``/``on_usage``/``on_stop``
-methods (or ``on_events`` for whole batches); or ``async for event in bus.subscribe()``.
+event; an object with ``on_start``/``on_delta``/``on_tool_delta``/``on_tool_result``/
+``on_usage``/``on_stop`` methods (or ``on_events`` for whole batches); or
+``async for event in bus.subscribe()``.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import Any, Final, Literal, TypeAlias
 import msgspec
 import trio
 
-from streambus.events import Delta, Event, Start, Stop, ToolDelta, Usage
+from streambus.events import Delta, Event, Start, Stop, ToolDelta, ToolResult, Usage
 
 __all__ = ["Batch", "Bus", "Policy", "SubscriberFailure", "Subscription", "open_bus"]
 
@@ -48,6 +55,7 @@ _METHODS: Final = {
     Start: "on_start",
     Delta: "on_delta",
     ToolDelta: "on_tool_delta",
+    ToolResult: "on_tool_result",
     Usage: "on_usage",
     Stop: "on_stop",
 }
@@ -173,6 +181,35 @@ def _text_of(event: Event) -> str:
     return ""
 
 
+class _DirectMailbox:
+    """A sync handler's mailbox: delivering a batch is calling the handler with it, at once.
+
+    Never full, so publishing never waits for it. Closed, it refuses batches as a closed
+    memory channel does, and the bus forgets the subscription.
+    """
+
+    def __init__(self, sub: Subscription, take: Callable[[Batch], None]) -> None:
+        self._sub = sub
+        self._take = take
+        self._closed = False
+
+    def send_nowait(self, batch: Batch) -> None:
+        if self._closed:
+            raise trio.BrokenResourceError
+        sub = self._sub
+        sub.delivered += len(batch)
+        try:
+            self._take(batch)
+        except Exception as exc:
+            sub.bus._fail(sub, exc)
+
+    def close(self) -> None:
+        self._closed = True
+
+    async def receive(self) -> Batch:
+        raise trio.EndOfChannel  # its handler takes everything: nothing is left to iterate
+
+
 class Subscription:
     """One subscriber: its mailbox, its policy, and (for handlers) its task.
 
@@ -180,7 +217,14 @@ class Subscription:
     ends when the bus closes; use it as ``async with`` to unsubscribe early.
     """
 
-    def __init__(self, bus: Bus, name: str, policy: Policy, buffer: int) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        name: str,
+        policy: Policy,
+        buffer: int,
+        direct: Callable[[Batch], None] | None = None,
+    ) -> None:
         self.bus = bus
         self.name = name
         self.policy: Policy = policy
@@ -192,7 +236,9 @@ class Subscription:
         self._scope = trio.CancelScope(shield=True)
         self._send: Any
         self._receive: Any
-        if policy == "lossless":
+        if direct is not None:
+            self._send = self._receive = _DirectMailbox(self, direct)
+        elif policy == "lossless":
             self._send, self._receive = trio.open_memory_channel[Batch](buffer)
         elif policy in ("coalesce", "latest"):
             self._send = self._receive = _LossyMailbox(policy)
@@ -282,13 +328,17 @@ class Bus:
         """Add a subscriber; it receives every batch published from now on.
 
         ``handler`` is a function (sync or async) called with each event, or an object with
-        ``on_start``/``on_delta``/``on_tool_delta``/``on_usage``/``on_stop`` methods (any of them,
-        sync or async), or ``on_events(batch)`` to take whole batches. An object may also have
-        ``flush()`` and ``flush_interval`` (seconds): pending work is flushed at least that
-        often. A batch taker may set ``delivery_window`` (seconds): it is then woken at most
-        once per window and gets everything published meanwhile in one call, instead of
-        once per network read (the printers and the recorder do: 5 ms). Without a handler the
-        subscription is an async iterator of events.
+        ``on_start``/``on_delta``/``on_tool_delta``/``on_tool_result``/``on_usage``/``on_stop``
+        methods (any of them, sync or async), or ``on_events(batch)`` to take whole batches.
+        An object may also have ``flush()`` and ``flush_interval`` (seconds): pending work is
+        flushed at least that often. A batch taker may set ``delivery_window`` (seconds): it
+        is then woken at most once per window and gets everything published meanwhile in one
+        call, instead of once per network read (the printers and the recorder do: 5 ms).
+        Without a handler the subscription is an async iterator of events.
+
+        A handler with nothing async (and no ``flush`` or ``delivery_window``) subscribed
+        ``lossless`` is called by ``publish`` itself, in the publisher's task; every other
+        handler runs in a task of its own, fed through its mailbox.
         """
         if self._closed:
             raise trio.ClosedResourceError("the bus is closed")
@@ -300,9 +350,10 @@ class Bus:
             buffer = self.buffer
             if _window_of(handler) > 0:  # it lets batches pile up for a whole window
                 buffer *= _WINDOW_BUFFER_FACTOR
-        sub = Subscription(self, name, policy, buffer)
+        direct = _direct_taker(handler, policy) if handler is not None else None
+        sub = Subscription(self, name, policy, buffer, direct)
         self._subscriptions.append(sub)
-        if handler is not None:
+        if handler is not None and direct is None:
             sub._task_done = trio.Event()
             self._handlers.append(sub)
             deliver = _deliverer(handler)
@@ -446,12 +497,16 @@ class Bus:
                 try:
                     await deliver(sub)
                 except Exception as exc:
-                    sub.failure = SubscriberFailure(sub.name, exc)
-                    self.failures.append(sub.failure)
-                    logger.error("%s", sub.failure, exc_info=exc)  # the CLI shows one line
-                    sub.close()
+                    self._fail(sub, exc)
         finally:
             sub._task_done.set()
+
+    def _fail(self, sub: Subscription, error: Exception) -> None:
+        """``sub`` raised: report it, and deliver nothing more to it."""
+        sub.failure = SubscriberFailure(sub.name, error)
+        self.failures.append(sub.failure)
+        logger.error("%s", sub.failure, exc_info=error)  # the CLI shows one line
+        sub.close()
 
 
 _Deliver: TypeAlias = Callable[[Subscription], Awaitable[None]]
@@ -462,14 +517,83 @@ def _name_of(handler: Any) -> str:
     return str(name)
 
 
+def _is_async(fn: Any) -> bool:
+    """Whether calling ``fn`` makes a coroutine (``async def``, a partial of one, or an
+    object whose ``__call__`` is one)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def _check_result(result: object, fn: Any) -> None:
+    """A plain function returned an awaitable: nobody would await it, so fail it clearly."""
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()  # no "never awaited" warning on top of the error
+        raise TypeError(
+            f"{_name_of(fn)} is not async but returned {type(result).__name__}: "
+            "declare it `async def`"
+        )
+
+
 def _maybe_async(fn: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
-    if inspect.iscoroutinefunction(fn):
+    if _is_async(fn):
         return fn
 
     async def call(*args: Any) -> None:
-        fn(*args)
+        result = fn(*args)
+        if result is not None:
+            _check_result(result, fn)
 
     return call
+
+
+def _callbacks(handler: Any) -> tuple[Callable[..., Any] | None, dict[type, Callable[..., Any]]]:
+    """A handler's ``on_events``, else what to call per event type (resolved once)."""
+    on_events = getattr(handler, "on_events", None)
+    if on_events is not None:
+        return on_events, {}
+    if callable(handler) and not any(hasattr(handler, m) for m in _METHODS.values()):
+        every: dict[type, Callable[..., Any]] = dict.fromkeys(_METHODS, handler)
+        return None, every
+    table: dict[type, Callable[..., Any]] = {}
+    for cls, method in _METHODS.items():
+        fn = getattr(handler, method, None)
+        if fn is not None:
+            table[cls] = fn
+    return None, table
+
+
+def _direct_taker(handler: Any, policy: Policy) -> Callable[[Batch], None] | None:
+    """How ``publish`` hands a batch to a handler with nothing async, in its own task; None
+    when the handler needs a task: something async, a flush or a delivery window, or a
+    lossy policy (whose merging happens while its subscriber is behind)."""
+    if policy != "lossless" or getattr(handler, "flush", None) is not None:
+        return None
+    if _window_of(handler) > 0:
+        return None
+    on_events, table = _callbacks(handler)
+    if on_events is not None:
+        if _is_async(on_events):
+            return None
+        take_all = on_events
+
+        def take_batch(batch: Batch) -> None:
+            result = take_all(batch)
+            if result is not None:
+                _check_result(result, take_all)
+
+        return take_batch
+    if any(_is_async(fn) for fn in table.values()):
+        return None
+
+    def take_each(batch: Batch) -> None:
+        for event in batch:
+            fn = table.get(type(event))
+            if fn is not None:
+                result = fn(event)
+                if result is not None:
+                    _check_result(result, fn)
+
+    return take_each
 
 
 _GATHER_LIMIT: Final = 10_000
@@ -501,24 +625,13 @@ def _gather(batch: Batch, receive_nowait: Callable[[], Batch]) -> Batch:
 
 def _deliverer(handler: Any) -> _Deliver:
     """Build the loop that feeds one subscriber, resolving its methods once, not per event."""
-    on_events = getattr(handler, "on_events", None)
+    on_events, callbacks = _callbacks(handler)
     flush = getattr(handler, "flush", None)
     interval = float(getattr(handler, "flush_interval", 0) or 0)
     if on_events is not None:
         take_batch = _maybe_async(on_events)
-    elif callable(handler) and not any(hasattr(handler, m) for m in _METHODS.values()):
-        per_event = _maybe_async(handler)
-
-        async def take_batch(batch: Batch) -> None:
-            for event in batch:
-                await per_event(event)
-
     else:
-        table: dict[type, Callable[..., Awaitable[None]]] = {}
-        for cls, method in _METHODS.items():
-            fn = getattr(handler, method, None)
-            if fn is not None:
-                table[cls] = _maybe_async(fn)
+        table = {cls: _maybe_async(fn) for cls, fn in callbacks.items()}
 
         async def take_batch(batch: Batch) -> None:
             for event in batch:

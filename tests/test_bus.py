@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from streambus import Delta, Event, Start, Stop, ToolDelta, Usage, open_bus
+from streambus import Delta, Event, Start, Stop, ToolDelta, ToolResult, Usage, open_bus
 from streambus.bus import Batch
 
 
@@ -116,9 +116,12 @@ async def test_a_batch_taker_catches_up_in_one_call(autojump_clock: trio.abc.Clo
     assert seen[0] == published[0]
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_a_failing_subscriber_is_isolated_and_reported(
-    autojump_clock: trio.abc.Clock,
+    kind: str, autojump_clock: trio.abc.Clock
 ) -> None:
+    """Both ways of delivering: a sync handler is called by ``publish``, an async one runs in
+    its own task; either way its error stays with it."""
     events = make_session(20)
     good: list[Event] = []
 
@@ -126,9 +129,12 @@ async def test_a_failing_subscriber_is_isolated_and_reported(
         if event.seq == 3:
             raise ValueError("boom")
 
+    async def explode_async(event: Event) -> None:
+        explode(event)
+
     async with open_bus(buffer=1) as bus:
         bus.subscribe(good.append, name="good")
-        bad = bus.subscribe(explode, name="bad")
+        bad = bus.subscribe(explode if kind == "sync" else explode_async, name="bad")
         for event in events:  # one per batch, so a stuck mailbox would block the publisher
             await bus.publish([event])
             await trio.sleep(0.01)
@@ -497,3 +503,183 @@ async def test_a_windowed_batch_taker_is_woken_once_per_window(
             await trio.lowlevel.checkpoint()
     assert sum(n for _, n in calls) == len(events)
     assert len(calls) == 1 and calls[0][0] == pytest.approx(0.005)  # all of it, 5 ms late
+
+
+# -- sync handlers are called by publish itself ---------------------------------------------------
+
+
+def with_tool_result(events: list[Event]) -> list[Event]:
+    """``events`` with a ``tool_result`` after ``start`` (the next turn of a conversation)."""
+    result = ToolResult(session="s1", seq=0, t_ns=0, index=0, id="c1", name="f", content="42")
+    return [events[0], result, *events[1:]]
+
+
+async def test_a_sync_handler_is_called_by_publish_itself_in_the_publishers_task() -> None:
+    """A plain function, an object of plain methods and a plain batch taker each get a batch
+    before ``publish`` returns, in the publisher's task: no wake-up per read per handler."""
+    events = with_tool_result(make_session(6))
+    calls: dict[str, list[Event]] = {"function": [], "methods": [], "batches": []}
+    tasks: set[trio.lowlevel.Task] = set()
+
+    def function(event: Event) -> None:
+        tasks.add(trio.lowlevel.current_task())
+        calls["function"].append(event)
+
+    class Methods:  # all six, so a seventh event type without a method here fails the test
+        def _take(self, event: Event) -> None:
+            tasks.add(trio.lowlevel.current_task())
+            calls["methods"].append(event)
+
+        on_start = on_delta = on_tool_delta = on_tool_result = on_usage = on_stop = _take
+
+    class Batches:
+        def on_events(self, batch: Batch) -> None:
+            tasks.add(trio.lowlevel.current_task())
+            calls["batches"].extend(batch)
+
+    async with open_bus() as bus:
+        subs = [bus.subscribe(function), bus.subscribe(Methods()), bus.subscribe(Batches())]
+        for size, batch in enumerate(batches_of(events, 3), start=1):
+            await bus.publish(batch)  # no checkpoint between publishing and looking
+            for name, seen in calls.items():
+                assert seen == events[: min(3 * size, len(events))], name
+    assert tasks == {trio.lowlevel.current_task()}
+    assert [sub.delivered for sub in subs] == [len(events)] * 3
+    assert not bus.failures
+
+
+@pytest.mark.parametrize(
+    "kind", ["async function", "one async method", "flush", "delivery window", "coalesce"]
+)
+async def test_a_handler_that_awaits_flushes_or_is_lossy_keeps_its_own_task(kind: str) -> None:
+    """What ``publish`` must not call inline: it could wait, or wants to be woken later."""
+    events = make_session(4)
+    seen: list[Event] = []
+    tasks: set[trio.lowlevel.Task] = set()
+
+    def take(event: Event) -> None:
+        tasks.add(trio.lowlevel.current_task())
+        seen.append(event)
+
+    async def take_async(event: Event) -> None:
+        take(event)
+
+    class OneAsync:
+        on_start = on_delta = on_usage = staticmethod(take)
+        on_stop = staticmethod(take_async)
+
+    class Flushing:
+        flush_interval = 0.0
+
+        def on_events(self, batch: Batch) -> None:
+            for event in batch:
+                take(event)
+
+        def flush(self) -> None:
+            pass
+
+    class Windowed:
+        delivery_window = 0.001
+
+        def on_events(self, batch: Batch) -> None:
+            for event in batch:
+                take(event)
+
+    handler: object = {
+        "async function": take_async,
+        "one async method": OneAsync(),
+        "flush": Flushing(),
+        "delivery window": Windowed(),
+        "coalesce": take,
+    }[kind]
+    policy = "coalesce" if kind == "coalesce" else "lossless"
+    async with open_bus() as bus:
+        bus.subscribe(handler, policy=policy)
+        await bus.publish(events)
+        assert seen == []  # not yet: its task runs once the publisher lets it
+    if kind == "coalesce":  # the four deltas were pending together: merged into one
+        assert [e.text for e in seen if isinstance(e, Delta)] == ["t0 t1 t2 t3 "]
+        assert [type(e) for e in seen] == [Start, Delta, Usage, Stop]
+    else:
+        assert seen == events
+    assert len(tasks) == 1 and trio.lowlevel.current_task() not in tasks
+
+
+async def test_every_event_type_reaches_functions_and_its_method() -> None:
+    events = with_tool_result(make_session(2))
+    by_function: list[Event] = []
+    by_async_function: list[Event] = []
+    results: list[ToolResult] = []
+
+    async def take_async(event: Event) -> None:
+        by_async_function.append(event)
+
+    class Results:
+        async def on_tool_result(self, event: ToolResult) -> None:
+            results.append(event)
+
+    async with open_bus() as bus:
+        bus.subscribe(by_function.append)
+        bus.subscribe(take_async)
+        bus.subscribe(Results())
+        await bus.publish(events)
+    assert by_function == by_async_function == events
+    assert results == [events[1]]
+
+
+async def test_a_callable_object_with_async_call_is_awaited() -> None:
+    seen: list[Event] = []
+
+    class Handler:
+        async def __call__(self, event: Event) -> None:
+            await trio.lowlevel.checkpoint()
+            seen.append(event)
+
+    async with open_bus() as bus:
+        bus.subscribe(Handler())
+        await bus.publish(make_session(2))
+    assert seen == make_session(2)
+    assert not bus.failures
+
+
+@pytest.mark.parametrize("delivery", ["called by publish", "in its own task"])
+async def test_a_plain_function_returning_a_coroutine_fails_with_a_clear_error(
+    delivery: str,
+) -> None:
+    """``lambda event: save(event)`` with an async ``save``: nothing would ever await it."""
+    saved: list[Event] = []
+    good: list[Event] = []
+
+    async def save(event: Event) -> None:
+        saved.append(event)  # pragma: no cover - it must never run
+
+    policy = "lossless" if delivery == "called by publish" else "latest"
+    async with open_bus() as bus:
+        bus.subscribe(lambda event: save(event), name="saver", policy=policy)
+        bus.subscribe(good.append)
+        await bus.publish(make_session(2))  # "error" warnings: a "never awaited" one fails
+    assert saved == []
+    assert good == make_session(2)
+    assert [f.name for f in bus.failures] == ["saver"]
+    assert isinstance(bus.failures[0].error, TypeError)
+    assert str(bus.failures[0].error).endswith(
+        "<lambda> is not async but returned coroutine: declare it `async def`"
+    )
+
+
+async def test_a_sync_handler_may_unsubscribe_itself() -> None:
+    seen: list[Event] = []
+    events = make_session(6)
+
+    def until_usage(event: Event) -> None:
+        seen.append(event)
+        if isinstance(event, Usage):
+            subscription.close()
+
+    async with open_bus() as bus:
+        subscription = bus.subscribe(until_usage)
+        for event in events:
+            await bus.publish([event])
+        assert subscription.closed and subscription not in bus.subscriptions
+    assert seen == events[:-1]  # the stop came after it left
+    assert not bus.failures
