@@ -372,7 +372,8 @@ class Bus:
     async def publish(self, events: Iterable[Event]) -> None:
         """Deliver ``events`` as one batch to every subscriber, in order.
 
-        Every mailbox with room takes the batch at once; only then does publishing wait, on
+        Plain handlers are called with the batch here and now (see :meth:`subscribe`); every
+        mailbox with room takes the batch at once; only then does publishing wait, on
         the full ones (a slow lossless subscriber: backpressure). So one stuck subscriber
         never keeps a batch (the final ``stop``, say) from the others. Not a checkpoint when
         nobody is full.
