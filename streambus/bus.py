@@ -3,7 +3,8 @@
 Shape, and why:
 
 - **One mailbox per subscriber.** trio memory channels are point-to-point (receive clones
-  *compete* for items), so fan-out means one channel per subscriber, and a task to empty it.
+  *compete* for items), so fan-out means one channel per subscriber, and (but for plain
+  handlers, below) a task to empty it.
 - **Batches, not single events.** A trio wake-up costs tens of µs; waking every subscriber for
   every token would dominate the cost of a stream. ``publish`` takes everything one network
   read produced and hands the same immutable tuple to every mailbox: one wake-up per read.
@@ -15,8 +16,8 @@ Shape, and why:
   backpressure, nothing dropped. A UI may opt into a lossy policy (``"coalesce"`` merges pending
   text; ``"latest"`` keeps only the newest pending text) and then never slows the stream.
 - **Isolation.** A subscriber that raises is reported (``Bus.failures``, the ``streambus``
-  logger), stops receiving, and the others carry on; a sync handler's error never reaches
-  the publisher.
+  logger), stops receiving, and the others carry on; a plain handler's exception never
+  reaches the publisher (Ctrl-C inside one does, once the others have the batch).
 - **The last word is always delivered.** A sync handler gets it as it is published.
   Subscriber tasks run shielded from outside cancellation and end only when the bus closes
   and their mailbox is drained, so the final ``stop`` (reason ``cancelled`` after Ctrl-C)
@@ -31,6 +32,8 @@ event; an object with ``on_start``/``on_delta``/``on_tool_delta``/``on_tool_resu
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import inspect
 import logging
 import math
@@ -185,21 +188,26 @@ class _DirectMailbox:
     """A sync handler's mailbox: delivering a batch is calling the handler with it, at once.
 
     Never full, so publishing never waits for it. Closed, it refuses batches as a closed
-    memory channel does, and the bus forgets the subscription.
+    memory channel does, and the bus forgets the subscription. The handler runs in a context
+    of its own (copied from the first publisher's), as it would in a task: a context
+    variable it sets does not leak into the publisher.
     """
 
     def __init__(self, sub: Subscription, take: Callable[[Batch], None]) -> None:
         self._sub = sub
         self._take = take
         self._closed = False
+        self._context: contextvars.Context | None = None
 
     def send_nowait(self, batch: Batch) -> None:
         if self._closed:
             raise trio.BrokenResourceError
         sub = self._sub
         sub.delivered += len(batch)
+        if self._context is None:
+            self._context = contextvars.copy_context()
         try:
-            self._take(batch)
+            self._context.run(self._take, batch)
         except Exception as exc:
             sub.bus._fail(sub, exc)
 
@@ -381,7 +389,9 @@ class Bus:
         All or nothing: a batch that some subscriber took reaches every other one too, also
         when the publisher is cancelled while waiting (the delivery then finishes shielded,
         within ``grace``; a subscriber still full after that is failed and dropped rather
-        than left with a gap). Cancellation is raised afterwards.
+        than left with a gap). Cancellation is raised afterwards. The one exception: Ctrl-C
+        (or ``sys.exit``) inside a plain handler is raised once every mailbox with room has
+        the batch, without waiting for the full ones.
         """
         batch = events if type(events) is tuple else tuple(events)
         full = self._offer(batch)
@@ -400,6 +410,7 @@ class Bus:
         full: list[Subscription] = []
         if not batch:
             return full
+        interrupted: BaseException | None = None
         for sub in tuple(self._subscriptions):  # a subscriber may leave while we wait
             try:
                 sub._send.send_nowait(batch)
@@ -407,6 +418,10 @@ class Bus:
                 full.append(sub)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._forget(sub)
+            except BaseException as exc:  # Ctrl-C (or sys.exit) inside a plain handler
+                interrupted = interrupted or exc  # the others still get the batch first
+        if interrupted is not None:
+            raise interrupted
         return full
 
     async def _wait_full(self, batch: Batch, full: list[Subscription]) -> None:
@@ -521,6 +536,8 @@ def _name_of(handler: Any) -> str:
 def _is_async(fn: Any) -> bool:
     """Whether calling ``fn`` makes a coroutine (``async def``, a partial of one, or an
     object whose ``__call__`` is one)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
@@ -564,9 +581,9 @@ def _callbacks(handler: Any) -> tuple[Callable[..., Any] | None, dict[type, Call
 
 
 def _direct_taker(handler: Any, policy: Policy) -> Callable[[Batch], None] | None:
-    """How ``publish`` hands a batch to a handler with nothing async, in its own task; None
-    when the handler needs a task: something async, a flush or a delivery window, or a
-    lossy policy (whose merging happens while its subscriber is behind)."""
+    """How ``publish`` hands a batch to a handler with nothing async, in the publisher's task;
+    None when the handler needs a task of its own: something async, a flush or a delivery
+    window, or a lossy policy (whose merging happens while its subscriber is behind)."""
     if policy != "lossless" or getattr(handler, "flush", None) is not None:
         return None
     if _window_of(handler) > 0:

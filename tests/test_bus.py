@@ -4,6 +4,8 @@ assertion exact and instant."""
 
 from __future__ import annotations
 
+import contextvars
+import functools
 from collections.abc import Sequence
 
 import pytest
@@ -75,7 +77,8 @@ async def test_every_style_of_subscriber_receives_every_event_in_order() -> None
     assert by_methods[-1][0] == "stop"
 
 
-async def test_batches_arrive_whole_and_shared() -> None:
+@pytest.mark.parametrize("kind", ["plain", "async"])
+async def test_batches_arrive_whole_and_shared(kind: str) -> None:
     events = make_session(10)
     seen: list[Batch] = []
 
@@ -83,9 +86,13 @@ async def test_batches_arrive_whole_and_shared() -> None:
         def on_events(self, batch: Sequence[Event]) -> None:
             seen.append(tuple(batch))
 
+    class AsyncBatchTaker:
+        async def on_events(self, batch: Sequence[Event]) -> None:
+            seen.append(tuple(batch))
+
     published = [tuple(b) for b in batches_of(events, 4)]
     async with open_bus() as bus:
-        bus.subscribe(BatchTaker())
+        bus.subscribe(BatchTaker() if kind == "plain" else AsyncBatchTaker())
         for batch in published:
             await bus.publish(batch)
             await trio.testing.wait_all_tasks_blocked()  # taken before the next one comes
@@ -384,14 +391,19 @@ async def test_a_stuck_subscriber_does_not_keep_a_batch_from_the_others(
 
 
 @pytest.mark.parametrize("policy", ["lossless", "coalesce", "latest"])
-@pytest.mark.parametrize("style", ["handler", "iterator"])
+@pytest.mark.parametrize("style", ["plain handler", "async handler", "iterator"])
 async def test_closing_a_subscription_never_hangs_the_bus(
     autojump_clock: trio.abc.Clock, policy: str, style: str
 ) -> None:
+    async def ignore(event: Event) -> None:
+        pass
+
     start = trio.current_time()
     async with open_bus(grace=30) as bus, trio.open_nursery() as nursery:
-        if style == "handler":
+        if style == "plain handler":
             sub = bus.subscribe(lambda e: None, policy=policy)  # type: ignore[arg-type]
+        elif style == "async handler":
+            sub = bus.subscribe(ignore, policy=policy)  # type: ignore[arg-type]
         else:
             sub = bus.subscribe(policy=policy)  # type: ignore[arg-type]
 
@@ -682,4 +694,82 @@ async def test_a_sync_handler_may_unsubscribe_itself() -> None:
             await bus.publish([event])
         assert subscription.closed and subscription not in bus.subscriptions
     assert seen == events[:-1]  # the stop came after it left
+    assert not bus.failures
+
+
+async def test_ctrl_c_inside_a_plain_handler_still_leaves_every_other_subscriber_whole() -> None:
+    """Ctrl-C lands wherever the CPU is, often in a plain handler that ``publish`` is calling:
+    the subscribers after it still get that batch (a recorder still gets the ``stop``)."""
+    events = make_session(2)
+    plain: list[Event] = []
+    in_task: list[Event] = []
+
+    def interrupted(event: Event) -> None:
+        if isinstance(event, Stop):
+            raise KeyboardInterrupt
+
+    async def take(event: Event) -> None:
+        in_task.append(event)
+
+    async with open_bus() as bus:
+        bus.subscribe(interrupted)
+        bus.subscribe(plain.append)
+        bus.subscribe(take)
+        await bus.publish(events[:-1])
+        with pytest.raises(KeyboardInterrupt):
+            await bus.publish(events[-1:])
+    assert plain == in_task == events
+    assert not bus.failures  # Ctrl-C is not the handler's failure
+
+
+async def test_a_plain_handler_closing_another_stops_it_within_the_same_batch() -> None:
+    first: list[Event] = []
+    second: list[Event] = []
+
+    def closer(event: Event) -> None:
+        first.append(event)
+        if isinstance(event, Usage):
+            other.close()
+
+    async with open_bus() as bus:
+        bus.subscribe(closer)
+        other = bus.subscribe(second.append)
+        events = make_session(3)
+        await bus.publish(events[:2])
+        await bus.publish(events[2:])  # closer closes other before other is offered this one
+    assert first == events
+    assert second == events[:2]
+    assert other not in bus.subscriptions
+
+
+async def test_a_plain_handlers_context_variables_stay_its_own() -> None:
+    """As in a task of its own: what it sets persists for its next calls and never leaks
+    into the publisher."""
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("var", default=0)
+    seen: list[int] = []
+
+    def count(event: Event) -> None:
+        var.set(var.get() + 1)
+        seen.append(var.get())
+
+    async with open_bus() as bus:
+        bus.subscribe(count)
+        for event in make_session(2):
+            await bus.publish([event])
+            assert var.get() == 0
+    assert seen == [1, 2, 3, 4, 5]
+
+
+async def test_a_partial_of_an_async_callable_object_is_awaited() -> None:
+    seen: list[tuple[str, Event]] = []
+
+    class Handler:
+        async def __call__(self, tag: str, event: Event) -> None:
+            await trio.lowlevel.checkpoint()
+            seen.append((tag, event))
+
+    async with open_bus() as bus:
+        bus.subscribe(functools.partial(Handler(), "a"))
+        await bus.publish(make_session(1))
+    assert seen == [("a", e) for e in make_session(1)]
     assert not bus.failures

@@ -462,8 +462,8 @@ async def press_during(
         await trio.sleep(0.005)
         seen["slow"].append(event)
 
-    class Batches:
-        def on_events(self, batch: tuple[Event, ...]) -> None:
+    class Batches:  # async: a batch taker in its own task ("fast" is called by publish)
+        async def on_events(self, batch: tuple[Event, ...]) -> None:
             seen["batches"].extend(batch)
 
     with trio.fail_after(20):
