@@ -32,6 +32,7 @@ import streambus
 import streambus.conversation
 import streambus.db
 import streambus.plot
+import streambus.providers
 import streambus.stats
 import streambus.tools
 from streambus import exchange
@@ -163,7 +164,13 @@ def cli() -> None:
     envvar="STREAMBUS_PROVIDER",
     help="auto: openai if OPENAI_API_KEY is set, else anthropic if ANTHROPIC_API_KEY, else sim.",
 )
-@click.option("-m", "--model", help="Model name (default depends on the provider).")
+@click.option(
+    "-m",
+    "--model",
+    help="Model name (default: "
+    + ", ".join(f"{m} for {p}" for p, m in streambus.providers.DEFAULT_MODELS.items())
+    + ").",
+)
 @click.option("--base-url", help="Provider base URL (else OPENAI_BASE_URL / ANTHROPIC_BASE_URL).")
 @click.option("--api-key", help="API key (else OPENAI_API_KEY / ANTHROPIC_API_KEY).")
 @click.option("-s", "--system", help="System prompt.")

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 PROVIDERS: Final = ("sim", "openai", "anthropic")
-DEFAULT_MODELS: Final = {"sim": "sim-1", "openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-5"}
+DEFAULT_MODELS: Final = {"sim": "sim-1", "openai": "gpt-4o-mini", "anthropic": "claude-sonnet-5-5"}
 _DEFAULT_BASE: Final = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",

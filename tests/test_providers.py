@@ -4,11 +4,19 @@ anything is sent, and keeping credentials out of everything shown."""
 from __future__ import annotations
 
 import time
+import typing
 
 import pytest
 
 from streambus import ConfigError, resolve_provider
-from streambus.providers import ProviderConfig, looks_like_credential, redact, redact_url, scrub
+from streambus.providers import (
+    DEFAULT_MODELS,
+    ProviderConfig,
+    looks_like_credential,
+    redact,
+    redact_url,
+    scrub,
+)
 
 OPENAI = {"OPENAI_API_KEY": "sk-openai-0123456789"}
 ANTHROPIC = {"ANTHROPIC_API_KEY": "sk-ant-api03-0123456789"}
@@ -200,3 +208,15 @@ def test_a_provider_config_prints_no_secret() -> None:
         "openai", base_url="http://u:pw-SECRET-1@h/v1?key=SECRET-2", api_key="SECRET-3", env={}
     )
     assert "SECRET" not in repr(config) and "h/v1" in repr(config)
+
+
+def test_default_models_are_ones_the_official_sdks_know_and_do_not_retire() -> None:
+    """A default the provider is retiring breaks ``streambus run`` for every user on that day;
+    the anthropic SDK lists retiring models (with dates) and warns when one is used."""
+    from anthropic.resources.messages.messages import DEPRECATED_MODELS
+    from anthropic.types.model_param import ModelParam
+    from openai.types.shared.chat_model import ChatModel
+
+    assert DEFAULT_MODELS["anthropic"] not in DEPRECATED_MODELS
+    assert DEFAULT_MODELS["anthropic"] in typing.get_args(typing.get_args(ModelParam)[0])
+    assert DEFAULT_MODELS["openai"] in typing.get_args(ChatModel)
