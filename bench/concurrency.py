@@ -58,15 +58,17 @@ Figures, per level:
   cannot sustain more streams than ``httpx2-read``, the HTTP client the stack mandates, and
   nothing on trio more than ``socket-read``. Their delay is 0 by definition (the read is
   the delivery); lag, loss and schedule are judged as for the others.
-- the limit: the largest N passing (0 lost, every stop right, delay p99 < 100 ms, lag p99
-  < 100 ms, the server late < 20 ms at p99, the level's wall time within 10 % + 0.5 s of
-  its schedule) in each of ``RUNS`` (2) runs, climbing ``LADDER`` until a level fails; for
-  the SDK the same. One run per level made the limit flip between neighbouring levels on
-  this noisy VM; a level that passes twice is sustained, not lucky. A run on a late server
-  says nothing of the client, so it is repeated (``SERVER_TRIES`` runs in all; late every
-  time, the level fails). The table shows each level's worse run (a failed one, else the
-  higher lag) and how many runs passed. Targets: streambus ≥ 1,000 and ≥ 5× the SDK (125
-  is on the ladder for that reason).
+- the limit: the largest N passing (0 lost, every stop right, delay p99 < 100 ms, lag p99 <
+  100 ms, the server late < 20 ms at p99, the level's wall time within 10 % + 0.5 s of its
+  schedule) in each of ``RUNS`` (2) runs, climbing ``LADDER`` until a level fails, then
+  bisecting between the last level passed and that one (levels rounded to 5 streams) until the
+  gap is within 10 % of the limit; for the SDK the same. The ladder alone knew a limit of 25
+  only as "25 to 49", so a ratio of two limits was uncertain by up to a factor of two. One run
+  per level made the limit flip between neighbouring levels on this noisy VM; a level that
+  passes twice is sustained, not lucky. A run on a late server says nothing of the client, so
+  it is repeated (``SERVER_TRIES`` runs in all; late every time, the level fails). The table
+  shows each level's worse run (a failed one, else the higher lag) and how many runs passed.
+  Targets: streambus ≥ 1,000 and ≥ 5× the SDK.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ EVENTS = 250  # content events per stream: 5 s at 50/s
 LEVELS = [100, 300, 1000]  # always measured, for the table
 LADDER = [10, 25, 50, 75, 100, 125, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000]
 RUNS = 2  # per ladder level while climbing: the limit must pass every one
+RESOLUTION = 0.1  # the limit is bisected between ladder levels to within 10 %
 IMPLS = ("streambus", "openai-sdk", "httpx2-read", "socket-read")
 """What each level runs: streambus, the openai SDK, and the two floors (receiving only)."""
 """Climbed while levels pass (the limit); after the first failure only ``LEVELS`` still run."""
@@ -130,21 +133,17 @@ def run(quick: bool) -> list[Result]:
         for impl in IMPLS:
             limits[impl] = 0
             failed = False
+            first = len(results)
             for n in LADDER:
                 if failed and n not in LEVELS:
                     continue
-                trials: list[dict[str, Any]] = []
-                while len(trials) < (1 if failed else RUNS):  # past the limit: for the table
-                    trials.append(_on_schedule(impl, port, pid, n))
-                    if not trials[-1]["passed"]:
-                        break  # the level has failed: another run cannot change that
-                passed = sum(t["passed"] for t in trials)
-                worst = max(trials, key=lambda t: (not t["passed"], t["lag_p99_ms"]))
-                figures = {**worst, "passed": passed == len(trials)}
-                results.append(_row(impl, figures, runs=f"{passed}/{len(trials)}"))
-                if figures["passed"] and not failed:
+                passed = _measured(impl, port, pid, n, 1 if failed else RUNS, results)
+                if passed and not failed:
                     limits[impl] = n
-                failed = failed or not figures["passed"]
+                elif not failed:
+                    failed = True
+                    limits[impl] = _bisected(impl, port, pid, limits[impl], n, results)
+            results[first:] = sorted(results[first:], key=lambda r: int(r.name.split("=")[1]))
         ours, sdk = limits["streambus"], limits["openai-sdk"]
         for impl, value in limits.items():
             results.append(measure(GROUP, f"{impl} limit", "streams", [value], criteria=_CRITERIA))
@@ -154,6 +153,40 @@ def run(quick: bool) -> list[Result]:
         share = ours / floor if floor else float("inf")
         results.append(measure(GROUP, "streambus / httpx2-read limit", "x", [share]))
         return results
+
+
+def _measured(impl: str, port: int, pid: int, n: int, runs: int, results: list[Result]) -> bool:
+    """Run a level up to ``runs`` times (stopping at a failure), add its row; did all pass?"""
+    trials: list[dict[str, Any]] = []
+    while len(trials) < runs:
+        trials.append(_on_schedule(impl, port, pid, n))
+        if not trials[-1]["passed"]:
+            break  # the level has failed: another run cannot change that
+    passed = sum(t["passed"] for t in trials)
+    worst = max(trials, key=lambda t: (not t["passed"], t["lag_p99_ms"]))
+    figures = {**worst, "passed": passed == len(trials)}
+    results.append(_row(impl, figures, runs=f"{passed}/{len(trials)}"))
+    return bool(figures["passed"])
+
+
+def _bisected(
+    impl: str, port: int, pid: int, passed: int, failed: int, results: list[Result]
+) -> int:
+    """The limit between a passing and a failing ladder level, to within ``RESOLUTION``.
+
+    The ladder alone is coarse where it matters: between 25 and 50 streams a limit is only
+    known to a factor of two, so a ratio of two limits could be off by as much. Levels in
+    between are tried (rounded to 5 streams) until the gap is within 10 % of the limit.
+    """
+    while passed and failed - passed > max(5, RESOLUTION * passed):
+        middle = 5 * round((passed + failed) / 10)
+        if middle in (passed, failed):
+            break
+        if _measured(impl, port, pid, middle, RUNS, results):
+            passed = middle
+        else:
+            failed = middle
+    return passed
 
 
 _CRITERIA = f"0 lost, delay p99 < {DELAY_LIMIT_MS:g} ms, lag p99 < {DELAY_LIMIT_MS:g} ms, recorded"

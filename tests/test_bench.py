@@ -12,6 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from bench import concurrency
 from bench.__main__ import SUITES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,3 +37,25 @@ def test_every_suite_runs_quickly_and_reports(tmp_path: Path) -> None:
     for r in report["results"]:
         assert all(math.isfinite(r[k]) and r[k] >= 0 for k in ("median", "low", "high")), r
         assert r["low"] <= r["median"] <= r["high"], r
+
+
+@pytest.mark.parametrize(
+    ("passed", "failed", "true_limit"),
+    [(25, 50, 37), (25, 50, 25), (25, 50, 49), (125, 150, 140), (200, 300, 260), (0, 10, 0)],
+)
+def test_the_concurrency_limit_is_bisected_to_within_its_resolution(
+    monkeypatch: pytest.MonkeyPatch, passed: int, failed: int, true_limit: int
+) -> None:
+    """Between two ladder levels the limit is found to within 10 % (or 5 streams)."""
+    tried: list[int] = []
+
+    def measured(impl: str, port: int, pid: int, n: int, runs: int, results: list) -> bool:
+        tried.append(n)
+        return n <= true_limit
+
+    monkeypatch.setattr(concurrency, "_measured", measured)
+    limit = concurrency._bisected("streambus", 0, 0, passed, failed, [])
+    assert limit <= true_limit
+    assert true_limit - limit <= max(5, concurrency.RESOLUTION * limit)
+    assert all(passed < n < failed for n in tried) and len(tried) == len(set(tried))
+    assert tried or passed == 0 or failed - passed <= 5
