@@ -37,6 +37,7 @@ import functools
 import inspect
 import logging
 import math
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, TypeAlias
@@ -190,7 +191,9 @@ class _DirectMailbox:
     Never full, so publishing never waits for it. Closed, it refuses batches as a closed
     memory channel does, and the bus forgets the subscription. The handler runs in a context
     of its own (copied from the first publisher's), as it would in a task: a context
-    variable it sets does not leak into the publisher.
+    variable it sets does not leak into the publisher, and an exception the publisher is
+    handling (a final ``stop`` is published while ``Cancelled`` propagates) is not made the
+    context of the handler's own failure.
     """
 
     def __init__(self, sub: Subscription, take: Callable[[Batch], None]) -> None:
@@ -209,13 +212,36 @@ class _DirectMailbox:
         try:
             self._context.run(self._take, batch)
         except Exception as exc:
-            sub.bus._fail(sub, exc)
+            error = exc
+        else:
+            return
+        _detach(error, sys.exc_info()[1])  # out of the except block: the publisher's, if any
+        sub.bus._fail(sub, error)
 
     def close(self) -> None:
         self._closed = True
 
     async def receive(self) -> Batch:
         raise trio.EndOfChannel  # its handler takes everything: nothing is left to iterate
+
+
+def _detach(error: BaseException, outer: BaseException | None) -> None:
+    """Cut ``error``'s implicit context chain where it reaches ``outer``.
+
+    Python makes whatever exception is being handled the ``__context__`` of one raised
+    meanwhile; for a handler called by ``publish`` that is the publisher's, and a logged
+    traceback would read "during handling of Cancelled", as if cancellation had made the
+    handler fail. The handler's own chain (an error raised while it handled another) stays.
+    """
+    if outer is None:
+        return
+    seen = {id(error)}
+    while error.__context__ is not None and id(error.__context__) not in seen:
+        if error.__context__ is outer:
+            error.__context__ = None
+            return
+        error = error.__context__
+        seen.add(id(error))
 
 
 class Subscription:

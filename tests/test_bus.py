@@ -760,6 +760,35 @@ async def test_a_plain_handlers_context_variables_stay_its_own() -> None:
     assert seen == [1, 2, 3, 4, 5]
 
 
+async def test_a_plain_handlers_failure_is_not_chained_to_the_publishers_cancellation() -> None:
+    """The final stop is published while ``Cancelled`` propagates; a plain handler failing on
+    it failed on its own, so its logged traceback must not read "during handling of
+    Cancelled". What the handler itself was handling stays in its chain."""
+    events = make_session(1)
+
+    def fails(event: Event) -> None:
+        if isinstance(event, Stop):
+            try:
+                raise KeyError("inner")
+            except KeyError:
+                raise ValueError("on stop")  # noqa: B904 (its context is the point)
+
+    async with open_bus() as bus:
+        bus.subscribe(fails)
+        await bus.publish(events[:-1])
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            try:
+                await trio.lowlevel.checkpoint()
+            except trio.Cancelled:
+                await bus.publish(events[-1:])  # as the client's final publish does
+                raise
+    (failure,) = bus.failures
+    assert isinstance(failure.error, ValueError)
+    assert isinstance(failure.error.__context__, KeyError)  # its own chain kept
+    assert failure.error.__context__.__context__ is None  # not the publisher's Cancelled
+
+
 async def test_a_partial_of_an_async_callable_object_is_awaited() -> None:
     seen: list[tuple[str, Event]] = []
 
