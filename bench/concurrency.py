@@ -179,9 +179,7 @@ def _bisected(
     between are tried (rounded to 5 streams) until the gap is within 10 % of the limit.
     """
     while passed and failed - passed > max(5, RESOLUTION * passed):
-        middle = 5 * round((passed + failed) / 10)
-        if middle in (passed, failed):
-            break
+        middle = 5 * round((passed + failed) / 10)  # a gap over 5 keeps it strictly inside
         if _measured(impl, port, pid, middle, RUNS, results):
             passed = middle
         else:
