@@ -102,21 +102,22 @@ class MessageBuilder:
         self._text = _Pieces()
         self._reasoning = _Pieces()
         self._refusal = _Pieces()
-        self._calls: dict[int, ToolCall] = {}
-        self._arguments: dict[int, _Pieces] = {}
+        self._tools: dict[int, tuple[ToolCall, _Pieces]] = {}  # by index
         self._meta = Message()
 
     def add(self, events: Iterable[Event]) -> None:
         meta = self._meta
         for event in events:
             meta.events += 1
-            if isinstance(event, Delta):
+            # Exact types: an isinstance() that misses costs ~0.1 µs on a msgspec struct type.
+            if type(event) is Delta:
                 if event.text:
                     if meta.first_content_ns is None:
                         meta.first_content_ns = event.t_ns
-                    if event.channel == "text":
+                    channel = event.channel
+                    if channel == "text":
                         pieces = self._text
-                    elif event.channel == "reasoning":
+                    elif channel == "reasoning":
                         pieces = self._reasoning
                     else:
                         pieces = self._refusal
@@ -124,31 +125,30 @@ class MessageBuilder:
                     parts.append(event.text)
                     if len(parts) >= _RUN:
                         pieces.join_run()
-            elif isinstance(event, ToolDelta):
+            elif type(event) is ToolDelta:
                 if meta.first_content_ns is None:
                     meta.first_content_ns = event.t_ns
-                call = self._calls.get(event.index)
-                if call is None:
-                    call = self._calls[event.index] = ToolCall(event.index)
-                    self._arguments[event.index] = _Pieces()
+                tool = self._tools.get(event.index)
+                if tool is None:
+                    tool = self._tools[event.index] = (ToolCall(event.index), _Pieces())
+                call, pieces = tool
                 if event.id is not None:
                     call.id = event.id
                 if event.name is not None:
                     call.name = event.name
                 if event.arguments:
-                    pieces = self._arguments[event.index]
                     parts = pieces.parts
                     parts.append(event.arguments)
                     if len(parts) >= _RUN:
                         pieces.join_run()
-            elif isinstance(event, Start):
+            elif type(event) is Start:
                 meta.session, meta.provider, meta.model = event.session, event.provider, event.model
                 meta.conversation, meta.turn = event.conversation, event.turn
-            elif isinstance(event, ToolResult):
+            elif type(event) is ToolResult:
                 meta.tool_results.append(event)
-            elif isinstance(event, Usage):
+            elif type(event) is Usage:
                 meta.usage = event
-            elif isinstance(event, Stop):
+            elif type(event) is Stop:
                 meta.stop = event
 
     @property
@@ -157,9 +157,9 @@ class MessageBuilder:
         meta.text = self._text.text()
         meta.reasoning = self._reasoning.text()
         meta.refusal = self._refusal.text()
-        for index, call in self._calls.items():
-            call.arguments = self._arguments[index].text()
-        meta.tool_calls = [self._calls[i] for i in sorted(self._calls)]
+        for call, arguments in self._tools.values():
+            call.arguments = arguments.text()
+        meta.tool_calls = [self._tools[i][0] for i in sorted(self._tools)]
         return meta
 
 
