@@ -92,19 +92,43 @@ class ConsolePrinter:
     # -- the subscriber protocol --------------------------------------------------------------
 
     def on_events(self, batch: Sequence[Event]) -> None:
+        self._assemble(batch)  # first: a stop's summary reads its session's whole message
+        out, pending = self.out, self._pending
         for event in batch:
-            builder = self._builders.get(event.session)
-            if builder is None:
-                builder = self._builders[event.session] = MessageBuilder()
-            builder.add((event,))
-            if isinstance(event, Delta):
-                self._on_delta(event)
-            elif isinstance(event, ToolDelta):
+            if type(event) is Delta:
+                text = event.text
+                if text and event.channel == "text" and self._mode == "text":
+                    pending.append((out, "", text))  # the common case, inline: one per token
+                    self._at_line_start[id(out)] = text.endswith("\n")
+                else:
+                    self._on_delta(event)
+            elif type(event) is ToolDelta:
                 self._on_tool_delta(event)
-            elif isinstance(event, ToolResult):
+            elif type(event) is ToolResult:
                 self._on_tool_result(event)
-            elif isinstance(event, Stop):
-                self._on_stop(event, builder)
+            elif type(event) is Stop:
+                self._on_stop(event)
+
+    def _assemble(self, batch: Sequence[Event]) -> None:
+        """Feed each session's builder: a batch is usually one session's, fed in one call."""
+        if not batch:
+            return
+        builders = self._builders
+        session = batch[0].session
+        for event in batch:
+            if event.session != session:
+                break
+        else:
+            builder = builders.get(session)
+            if builder is None:
+                builder = builders[session] = MessageBuilder()
+            builder.add(batch)
+            return
+        for event in batch:
+            builder = builders.get(event.session)
+            if builder is None:
+                builder = builders[event.session] = MessageBuilder()
+            builder.add((event,))
 
     def flush(self) -> None:
         """Write everything pending, in order: one write per run of the same stream, one
@@ -184,7 +208,11 @@ class ConsolePrinter:
         self._enter(f"result:{event.index}", self.err)
         self._write(self.err, f"{head}{failed}: {content}\n", _RED if event.error else _CYAN)
 
-    def _on_stop(self, event: Stop, builder: MessageBuilder) -> None:
+    def _on_stop(self, event: Stop) -> None:
+        builder = self._builders.pop(event.session, None)
+        if builder is None:  # a second stop in one batch: the first took the builder
+            builder = MessageBuilder()
+            builder.add((event,))
         self._mode = None
         self._newline(self.out)
         self._newline(self.err)
@@ -192,7 +220,6 @@ class ConsolePrinter:
             style = _RED if event.reason == "error" else _DIM
             self._write(self.err, f"[{format_summary(builder)}]\n", style)
         self.flush()
-        self._builders.pop(event.session, None)
 
 
 class JsonlPrinter:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import msgspec
 import pytest
 import trio
 
@@ -59,6 +60,35 @@ def test_answer_on_stdout_everything_else_on_stderr_plain() -> None:
         "[tool_calls · 3 in / 9 out tokens · TTFT 0.10 s · 1.00 s · 10.0 tok/s]\n"
     )
     assert "\x1b" not in out.getvalue() + err.getvalue()
+
+
+def _printed(batches: list[list[Event]]) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    printer = ConsolePrinter(out, err)
+    for batch in batches:
+        printer.on_events(batch)
+    printer.flush()
+    return out.getvalue(), err.getvalue()
+
+
+def test_output_does_not_depend_on_batching_even_with_sessions_interleaved() -> None:
+    """Whole batches take a fast path (one builder call, text inline); mixed ones do not."""
+    first = session()
+    second = [
+        msgspec.structs.replace(e, session="s2", t_ns=e.t_ns * 2)
+        for e in session()
+        if not isinstance(e, Usage)
+    ]
+    interleaved = [e for pair in zip(first, second, strict=False) for e in pair] + first[-1:]
+    one_by_one = _printed([[e] for e in interleaved])
+    assert _printed([interleaved]) == one_by_one
+    assert _printed([interleaved[:5], interleaved[5:11], interleaved[11:]]) == one_by_one
+    summaries = [line for line in one_by_one[1].splitlines() if line.startswith("[tool_calls")]
+    assert summaries == [  # each session's own summary, though their events shared batches
+        "[tool_calls · TTFT 0.20 s · 2.00 s]",
+        "[tool_calls · 3 in / 9 out tokens · TTFT 0.10 s · 1.00 s · 10.0 tok/s]",
+    ]
+    assert _printed([first]) == _printed([[e] for e in first])
 
 
 def test_colour_only_when_asked_or_on_a_terminal() -> None:
