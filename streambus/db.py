@@ -25,7 +25,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from streambus.events import Event, Start, Stop, Usage, decode_event, encode_event
+from streambus.events import (
+    Delta,
+    Event,
+    Start,
+    Stop,
+    ToolDelta,
+    ToolResult,
+    Usage,
+    _encoder,
+    decode_event,
+)
 from streambus.latency import LatencyTracker
 from streambus.migrations import migrate
 from streambus.providers import scrub
@@ -133,21 +143,27 @@ class SessionState:
 
 
 def event_rows(events: Iterable[Event], states: dict[str, SessionState]) -> list[tuple[Any, ...]]:
-    """``events`` rows for a batch, updating each session's state (and its ITL gaps)."""
-    rows = []
+    """``events`` rows for a batch, updating each session's state (and its ITL gaps).
+
+    Runs once per recorded event on the stream's thread, so it calls as little as it can.
+    """
+    rows: list[tuple[Any, ...]] = []
+    append = rows.append
+    encode = _encoder.encode  # what encode_event calls, without its call: the public JSON
     for event in events:
-        state = states.get(event.session)
+        session = event.session
+        state = states.get(session)
         if state is None:
-            state = states[event.session] = SessionState()
+            state = states[session] = SessionState()
         gap = state.add(event)
-        rows.append(
-            (event.session, event.seq, event.t_ns, event.__struct_config__.tag, _json(event), gap)
-        )
+        append((session, event.seq, event.t_ns, _TAGS[type(event)], encode(event).decode(), gap))
     return rows
 
 
-def _json(event: Event) -> str:
-    return encode_event(event).decode()
+_TAGS: Final[dict[type, str]] = {
+    cls: cls.__struct_config__.tag  # type: ignore[misc]
+    for cls in (Start, Delta, ToolDelta, ToolResult, Usage, Stop)
+}
 
 
 _EVENT_VALUES: Final = "(?, ?, ?, ?, ?, ?)"

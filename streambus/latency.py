@@ -70,7 +70,7 @@ class LatencyTracker:
     def add(self, event: Event) -> int | None:
         """Account for ``event``; return its gap to the previous content event, if any."""
         gap = None
-        if is_content(event):
+        if (type(event) is Delta and event.text) or type(event) is ToolDelta:  # is_content, inline
             t = event.t_ns
             if self._last is None:
                 self._first = t

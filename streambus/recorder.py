@@ -72,11 +72,24 @@ class Recorder:
         return len(self._rows)
 
     async def on_events(self, batch: Sequence[Event]) -> None:
-        wanted = [event for event in batch if self._wanted(event)]
+        wanted = self._select(batch)
         self._rows += event_rows(wanted, self._states)
-        self._touched.update(event.session for event in wanted)
-        if any(type(event) is Stop for event in wanted):
+        if Stop in map(type, wanted):
             await self.flush()
+
+    def _select(self, batch: Sequence[Event]) -> Sequence[Event]:
+        """The events of ``batch`` to record; their sessions are marked as touched."""
+        session = batch[0].session if batch else None
+        if session in self._states:
+            for event in batch:  # a stream publishes its own events only: say so at once
+                if event.session != session:
+                    break
+            else:
+                self._touched.add(session)
+                return batch
+        wanted = [event for event in batch if self._wanted(event)]
+        self._touched.update(event.session for event in wanted)
+        return wanted
 
     def _wanted(self, event: Event) -> bool:
         session = event.session
