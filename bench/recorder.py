@@ -13,7 +13,8 @@ with nothing else in key-ordered transactions of 10,000 rows, 512 rows per ``ins
 values`` statement (the fastest way through Python's ``sqlite3`` measured here: one
 ``executemany`` step per row is ~15 % slower), into (a) a table keyed on ``(session_id,
 seq)`` and nothing else, the least a per-event store needs, and (b) the recorder's schema
-(``open_db``: the key, the gap index ``stats`` reads). What SQLite itself sustains here,
+(``open_db``: the key, the gap index ``stats`` reads), on connections that write as
+``open_db``'s do (``streambus.db.configure``). What SQLite itself sustains here,
 measured in the same run: the recorder cannot write faster than (b), and no per-event SQLite
 store faster than (a).
 
@@ -38,7 +39,7 @@ from bench.common import Result, cpu_seconds, measure
 from bench.e2e import CONFIG, run_pipeline
 from streambus import Recorder, open_bus
 from streambus.client import opening_events
-from streambus.db import event_rows, open_db
+from streambus.db import configure, event_rows, open_db
 from streambus.events import Event
 from streambus.normalizers.openai import OpenAINormalizer
 from streambus.sse import SSEDecoder
@@ -157,8 +158,7 @@ def sqlite_floor(n: int, reps: int) -> list[Result]:
                     open_db(path).conn.close()
                 conn = sqlite3.connect(path)
                 try:
-                    conn.execute("pragma journal_mode = wal")
-                    conn.execute("pragma synchronous = normal")
+                    configure(conn)  # as open_db's connections write
                     if name == "keyed table only":
                         conn.execute(_KEYED_ONLY)
                     wall = time.perf_counter()

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import sqlite_utils
 import trio
@@ -391,6 +392,23 @@ def test_a_current_database_opens_read_only(tmp_path: Path) -> None:
     open_db(path).conn.close()
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     assert migrate(sqlite_utils.Database(conn)) == SCHEMA_VERSION  # no write attempted
+
+
+def test_the_wal_is_cut_back_to_16_mib_after_a_big_write(tmp_path: Path) -> None:
+    """Checkpoints come every 16 MiB of WAL (less copying per row); a transaction bigger
+    than that (an import) must not leave a WAL file of its own size behind."""
+    path = tmp_path / "r.db"
+    db = open_db(path)
+    big = synthetic_session("big", 60_000)
+    big[1:-2] = [msgspec.structs.replace(e, text="x" * 300) for e in big[1:-2]]
+    states: dict[str, SessionState] = {}
+    big_rows = event_rows(big, states)
+    write(db, [states["big"].row("big")], big_rows)
+    wal = path.with_name("r.db-wal")
+    assert wal.stat().st_size > 20 << 20
+    write(db, [states["big"].row("big")], [])  # the next write resets the WAL, truncated
+    assert wal.stat().st_size <= 16 << 20
+    assert rows(path, "select count(*) from events") == [(len(big),)]
 
 
 async def test_a_locked_database_delays_recording_but_loses_nothing(tmp_path: Path) -> None:
