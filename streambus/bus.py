@@ -40,6 +40,7 @@ import math
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from itertools import chain
 from typing import Any, Final, Literal, TypeAlias
 
 import msgspec
@@ -664,7 +665,7 @@ def _gather(batch: Batch, receive_nowait: Callable[[], Batch]) -> Batch:
         size += len(more)
     if len(parts) == 1:
         return batch
-    return tuple(event for part in parts for event in part)
+    return tuple(chain.from_iterable(parts))
 
 
 def _deliverer(handler: Any) -> _Deliver:
