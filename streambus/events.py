@@ -13,6 +13,7 @@ Events are frozen: one batch is shared by every subscriber, so nobody may mutate
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final, Literal, TypeAlias, get_args
 
 import msgspec
@@ -32,6 +33,7 @@ __all__ = [
     "Usage",
     "decode_event",
     "encode_event",
+    "one_session",
 ]
 
 Channel: TypeAlias = Literal["text", "reasoning", "refusal"]
@@ -167,3 +169,18 @@ def decode_event(data: bytes | str) -> Event:
     """Parse the public JSON form back into a typed event (validates every field)."""
     event: Event = _decoder.decode(data)
     return event
+
+
+def one_session(batch: Sequence[Event]) -> str | None:
+    """The session all of ``batch`` belongs to, if it is one (not empty, none mixed in).
+
+    A stream publishes its own events only, so a subscriber checking this once per batch
+    can take the batch whole instead of sorting it event by event.
+    """
+    if not batch:
+        return None
+    session = batch[0].session
+    for event in batch:
+        if event.session != session:
+            return None
+    return session

@@ -17,7 +17,15 @@ from collections.abc import Sequence
 from itertools import groupby
 from typing import IO, Final
 
-from streambus.events import Delta, Event, Stop, ToolDelta, ToolResult, encode_event
+from streambus.events import (
+    Delta,
+    Event,
+    Stop,
+    ToolDelta,
+    ToolResult,
+    encode_event,
+    one_session,
+)
 from streambus.message import MessageBuilder
 
 __all__ = ["ConsolePrinter", "JsonlPrinter", "format_summary"]
@@ -111,14 +119,9 @@ class ConsolePrinter:
 
     def _assemble(self, batch: Sequence[Event]) -> None:
         """Feed each session's builder: a batch is usually one session's, fed in one call."""
-        if not batch:
-            return
         builders = self._builders
-        session = batch[0].session
-        for event in batch:
-            if event.session != session:
-                break
-        else:
+        session = one_session(batch)
+        if session is not None:
             builder = builders.get(session)
             if builder is None:
                 builder = builders[session] = MessageBuilder()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from streambus.db import SessionState, event_rows, open_db, write
-from streambus.events import Event, Start, Stop
+from streambus.events import Event, Start, Stop, one_session
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -79,14 +79,10 @@ class Recorder:
 
     def _select(self, batch: Sequence[Event]) -> Sequence[Event]:
         """The events of ``batch`` to record; their sessions are marked as touched."""
-        session = batch[0].session if batch else None
+        session = one_session(batch)
         if session in self._states:
-            for event in batch:  # a stream publishes its own events only: say so at once
-                if event.session != session:
-                    break
-            else:
-                self._touched.add(session)
-                return batch
+            self._touched.add(session)
+            return batch
         wanted = [event for event in batch if self._wanted(event)]
         self._touched.update(event.session for event in wanted)
         return wanted
