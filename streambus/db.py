@@ -21,21 +21,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, get_args
 
 import msgspec
 
-from streambus.events import (
-    Delta,
-    Event,
-    Start,
-    Stop,
-    ToolDelta,
-    ToolResult,
-    Usage,
-    _encoder,
-    decode_event,
-)
+from streambus.events import Event, Start, Stop, Usage, _encoder, decode_event
 from streambus.latency import LatencyTracker
 from streambus.migrations import migrate
 from streambus.providers import scrub
@@ -173,9 +163,8 @@ def event_rows(events: Iterable[Event], states: dict[str, SessionState]) -> list
     return rows
 
 
-_TAGS: Final[dict[type, str]] = {
-    cls: cls.__struct_config__.tag  # type: ignore[misc]
-    for cls in (Start, Delta, ToolDelta, ToolResult, Usage, Stop)
+_TAGS: Final[dict[type, str]] = {  # every member of the Event union: none can be missed
+    cls: cls.__struct_config__.tag for cls in get_args(Event)
 }
 
 
