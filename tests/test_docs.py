@@ -3,12 +3,14 @@ and the public API surface. ``python -m tests.test_docs`` rewrites the generated
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import msgspec
@@ -41,7 +43,23 @@ def render_cli_docs(text: str) -> str:
 
 
 def render_schema() -> str:
-    return json.dumps(msgspec.json.schema(streambus.Event), indent=2, ensure_ascii=False) + "\n"
+    schema = _clean_descriptions(msgspec.json.schema(streambus.Event))
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def _clean_descriptions(node: Any) -> Any:
+    """Docstrings as ``inspect.cleandoc`` leaves them, which msgspec 0.23 does itself and
+    0.22 did not: the committed schema must not depend on the version installed."""
+    if isinstance(node, dict):
+        return {
+            k: inspect.cleandoc(v)
+            if k == "description" and isinstance(v, str)
+            else _clean_descriptions(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(v) for v in node]
+    return node
 
 
 def command_names(group: click.Group = cli, prefix: str = "") -> list[str]:
