@@ -366,9 +366,12 @@ class Bus:
         ``on_start``/``on_delta``/``on_tool_delta``/``on_tool_result``/``on_usage``/``on_stop``
         methods (any of them, sync or async), or ``on_events(batch)`` to take whole batches.
         An object may also have ``flush()`` and ``flush_interval`` (seconds): pending work is
-        flushed at least that often. A batch taker may set ``delivery_window`` (seconds): it
-        is then woken at most once per window and gets everything published meanwhile in one
-        call, instead of once per network read (the printers and the recorder do: 5 ms).
+        flushed at least that often, and ``flush()`` is awaited once at the end. With a
+        ``start_flush()`` too, that is what the periodic flushes call: it starts the work
+        and returns, and the handler goes on taking batches while the work runs. A batch
+        taker may set ``delivery_window`` (seconds): it is then woken at most once per window
+        and gets everything published meanwhile in one call, instead of once per network
+        read (the printers and the recorder do: 5 ms).
         Without a handler the subscription is an async iterator of events.
 
         A handler with nothing async (and no ``flush`` or ``delivery_window``) subscribed
@@ -685,6 +688,10 @@ def _deliverer(handler: Any) -> _Deliver:
                     await fn(event)
 
     flush_async = _maybe_async(flush) if flush is not None else None
+    # While events flow, a handler with start_flush() is only asked to start flushing, so it
+    # goes on taking batches meanwhile (the recorder's write runs in a worker thread).
+    start_flush = getattr(handler, "start_flush", None) if flush is not None else None
+    periodic = _maybe_async(start_flush) if start_flush is not None else flush_async
 
     window = _window_of(handler)
 
@@ -706,8 +713,8 @@ def _deliverer(handler: Any) -> _Deliver:
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 break
             if not batch:  # the flush timer ran out with nothing new
-                assert flush_async is not None
-                await flush_async()
+                assert periodic is not None
+                await periodic()
                 deadline = math.inf
                 continue
             if gather is not None:
@@ -716,12 +723,12 @@ def _deliverer(handler: Any) -> _Deliver:
                 batch = _gather(batch, gather)
             sub.delivered += len(batch)
             await take_batch(batch)
-            if flush_async is not None and interval > 0:
+            if periodic is not None and interval > 0:
                 now = trio.current_time()
                 if deadline == math.inf:
                     deadline = now + interval
                 elif now >= deadline:
-                    await flush_async()
+                    await periodic()
                     deadline = math.inf
         if flush_async is not None:
             await flush_async()

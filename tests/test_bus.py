@@ -307,6 +307,47 @@ async def test_flush_runs_at_the_interval_even_without_new_events(
     assert sum(n for _, n in buffered.flushed) == 5  # the rest is flushed at close
 
 
+async def test_periodic_flushes_call_start_flush_and_the_last_one_flush(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A handler with start_flush() is only asked to start its periodic flushes, so it takes
+    batches while one runs; flush() itself is awaited once, at the end."""
+
+    class Behind:
+        flush_interval = 0.1
+
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, float]] = []
+            self.taken = 0
+
+        async def on_events(self, batch: Sequence[Event]) -> None:
+            await trio.sleep(0.15)  # a slow taker: a batch can arrive past the deadline
+            self.taken += len(batch)
+
+        async def start_flush(self) -> None:
+            self.calls.append(("start_flush", trio.current_time()))
+
+        async def flush(self) -> None:
+            self.calls.append(("flush", trio.current_time()))
+
+    behind = Behind()
+    start = trio.current_time()
+    async with open_bus() as bus:
+        bus.subscribe(behind)
+        events = make_session(3)
+        await bus.publish(events[:2])  # taken by 0.15, then nothing comes: the idle timer
+        await trio.sleep(1)
+        await bus.publish(events[2:4])  # taken by 1.15: the deadline is 1.25
+        await trio.sleep(0.05)
+        await bus.publish(events[4:])  # taken from 1.15 to 1.30, past the deadline
+    assert behind.taken == len(events)
+    assert behind.calls == [
+        ("start_flush", pytest.approx(start + 0.25)),
+        ("start_flush", pytest.approx(start + 1.30)),
+        ("flush", pytest.approx(start + 1.30)),
+    ]
+
+
 async def test_publish_after_close_raises_trio_closed_resource_error() -> None:
     async with open_bus() as bus:
         pass

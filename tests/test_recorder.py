@@ -448,6 +448,35 @@ async def test_a_database_locked_to_the_end_says_what_is_unwritten(tmp_path: Pat
     assert list(read_events(open_db(path), "locked")) == events
 
 
+async def test_the_recorder_takes_batches_while_its_write_is_in_flight(tmp_path: Path) -> None:
+    """A write runs behind the stream: while one waits on a locked database, later batches
+    are still taken (nothing backs up into the bus), and a late event of the session being
+    written is ignored as after its stop."""
+    path = tmp_path / "r.db"
+    open_db(path).conn.close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    first, second = synthetic_session("first", 5), synthetic_session("second", 5)
+    late = Delta(session="first", seq=99, t_ns=10**9, text="late")
+    recorder = Recorder(path)
+    blocker.execute("begin immediate")  # the write started at first's stop waits for this
+    async with open_bus() as bus:
+        bus.subscribe(recorder)
+        await bus.publish(first)
+        with trio.fail_after(10):
+            while recorder.pending < len(first):  # noqa: ASYNC110 - a thread's write, no event
+                await trio.sleep(0.01)
+            await bus.publish([late])
+            await bus.publish(second[:3])
+            while recorder.pending < len(first) + 3:  # noqa: ASYNC110 - taken meanwhile
+                await trio.sleep(0.01)
+        assert rows(path, "select count(*) from events") == [(0,)]  # still in flight
+        blocker.execute("commit")
+        await bus.publish(second[3:])
+    assert recorder.pending == 0
+    assert list(read_events(open_db(path), "first")) == first
+    assert list(read_events(open_db(path), "second")) == second
+
+
 async def test_events_after_stop_or_without_start_are_not_stored(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
     finished = synthetic_session("done", 3)
