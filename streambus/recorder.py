@@ -90,10 +90,11 @@ class Recorder:
     def _select(self, batch: Sequence[Event]) -> Sequence[Event]:
         """The events of ``batch`` to record; their sessions are marked as touched."""
         session = one_session(batch)
-        state = self._states.get(session) if session is not None else None
-        if state is not None and state.stop is None:
-            self._touched.add(session)  # type: ignore[arg-type]
-            return batch
+        if session is not None:
+            state = self._states.get(session)
+            if state is not None and state.stop is None:
+                self._touched.add(session)
+                return batch
         wanted = [event for event in batch if self._wanted(event)]
         self._touched.update(event.session for event in wanted)
         return wanted
