@@ -13,10 +13,10 @@ with nothing else in key-ordered transactions of 10,000 rows, 512 rows per ``ins
 values`` statement (the fastest way through Python's ``sqlite3`` measured here: one
 ``executemany`` step per row is ~15 % slower), into (a) a table keyed on ``(session_id,
 seq)`` and nothing else, the least a per-event store needs, and (b) the recorder's schema
-(``open_db``: the key, the gap index ``stats`` reads), on connections that write as
-``open_db``'s do (``streambus.db.configure``). What SQLite itself sustains here,
-measured in the same run: the recorder cannot write faster than (b), and no per-event SQLite
-store faster than (a).
+(``open_db``: since schema 5 the key alone, as (a); the gap index ``stats`` read until then
+made it ~30 % slower), on connections that write as ``open_db``'s do
+(``streambus.db.configure``). What SQLite itself sustains here, measured in the same run:
+the recorder cannot write faster than (b), and no per-event SQLite store faster than (a).
 
 **Slowdown.** The in-process pipeline of ``bench/e2e.py`` (bulk and live reads) with no
 subscriber against the same with only a ``Recorder``: the ratio of wall times is what

@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this tree, not an install
 
-from streambus.db import open_db
+from streambus.db import GAPS, open_db, pack_gaps
 from streambus.latency import percentile
 from streambus.stats import Selection, aggregate
 
@@ -80,6 +80,7 @@ def session_rows(
         "itl_max_ns": ordered[-1],
         "tpot_ns": (t - ttft) / (tokens - 1),  # decode: first to last content
         "tokens_per_s": tokens / ((t - ttft) / 1e9),
+        GAPS: pack_gaps(ordered),  # what the recorder writes at a stop, in session_gaps
     }
     return session, rows
 
@@ -92,12 +93,16 @@ def build(path: Path, sessions: int, events: int, seed: int = 0) -> None:
     columns: list[str] = []
     for start in range(0, sessions, 2000):
         batch = [session_rows(rng, i, events) for i in range(start, min(start + 2000, sessions))]
-        columns = columns or list(batch[0][0])
+        columns = columns or [c for c in batch[0][0] if c != GAPS]
         with conn:
             conn.executemany(
                 f"insert into sessions ({', '.join(columns)}) "
                 f"values ({', '.join('?' for _ in columns)})",
                 [[s[c] for c in columns] for s, _ in batch],
+            )
+            conn.executemany(
+                "insert into session_gaps (session_id, gaps_ns) values (?, ?)",
+                [(s["id"], s[GAPS]) for s, _ in batch],
             )
             conn.executemany(
                 "insert into events (session_id, seq, t_ns, type, payload, gap_ns) "

@@ -17,6 +17,8 @@ import functools
 import os
 import re
 import sqlite3
+import sys
+from array import array
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from itertools import chain
@@ -34,6 +36,7 @@ if TYPE_CHECKING:  # sqlite-utils is imported on first use: `import streambus` s
     import sqlite_utils
 
 __all__ = [
+    "GAPS",
     "STATUSES",
     "SessionState",
     "configure",
@@ -41,9 +44,11 @@ __all__ = [
     "find_session",
     "list_sessions",
     "open_db",
+    "pack_gaps",
     "parse_since",
     "read_events",
     "refresh_figures",
+    "unpack_gaps",
     "write",
 ]
 
@@ -104,7 +109,9 @@ class SessionState:
         return self.latency.add(event)
 
     def row(self, session_id: str) -> dict[str, Any]:
-        """The ``sessions`` columns known so far (a session without stop is ``incomplete``)."""
+        """The ``sessions`` columns known so far (a session without stop is ``incomplete``);
+        once it has stopped, also its sorted ITL gaps under :data:`GAPS`, which
+        :func:`write` stores in ``session_gaps``."""
         row: dict[str, Any] = {"id": session_id, "events": self.events}
         start = self.start
         if start is not None:
@@ -142,7 +149,29 @@ class SessionState:
                 "attempts": stop.attempts,
             }
             row |= msgspec.structs.asdict(self.latency.figures())  # final: computed once
+            row[GAPS] = pack_gaps(self.latency.gaps())
         return row
+
+
+GAPS: Final = "gaps_ns"
+"""The key of a session row's ITL gaps: ``session_gaps.gaps_ns``, not a ``sessions`` column."""
+
+
+def pack_gaps(gaps: Iterable[int]) -> bytes:
+    """ITL gaps as ``session_gaps`` stores them: sorted, 64-bit little-endian integers."""
+    packed = array("q", sorted(gaps))
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def unpack_gaps(blob: bytes) -> array[int]:
+    """The sorted gaps :func:`pack_gaps` stored."""
+    gaps = array("q")
+    gaps.frombytes(blob)
+    if sys.byteorder == "big":
+        gaps.byteswap()
+    return gaps
 
 
 def event_rows(events: Iterable[Event], states: dict[str, SessionState]) -> list[tuple[Any, ...]]:
@@ -179,7 +208,8 @@ _INSERT_EVENT: Final = (
 def write(
     db: sqlite_utils.Database, sessions: Iterable[dict[str, Any]], rows: list[tuple[Any, ...]]
 ) -> None:
-    """One transaction: upsert session rows, then insert event rows (each stored once).
+    """One transaction: upsert session rows (and the ITL gaps of those that stopped, in
+    ``session_gaps``), then insert event rows (each stored once).
 
     Inside a transaction the caller holds (a migration's), it joins that one instead.
     Every event's session row is upserted first, in the same transaction, so the foreign
@@ -188,7 +218,7 @@ def write(
     """
     with _unchecked_foreign_keys(db), _transaction(db):
         for session in sessions:
-            columns = list(session)
+            columns = [c for c in session if c != GAPS]
             names = ", ".join(columns)
             marks = ", ".join("?" for _ in columns)
             updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "id")
@@ -197,6 +227,12 @@ def write(
                 f"on conflict(id) do update set {updates}",
                 [session[c] for c in columns],
             )
+            if GAPS in session:
+                db.conn.execute(
+                    "insert into session_gaps (session_id, gaps_ns) values (?, ?) "
+                    "on conflict(session_id) do update set gaps_ns = excluded.gaps_ns",
+                    [session["id"], session[GAPS]],
+                )
         # In key order, each B-tree insert lands next to the previous one: far fewer page
         # visits than rows interleaved across concurrent sessions.
         ordered: list[tuple[Any, ...]] = sorted(rows, key=_event_key)
@@ -253,6 +289,8 @@ def refresh_figures(db: sqlite_utils.Database, session_id: str) -> None:
     for event in read_events(db, session_id):
         gaps.append((state.add(event), session_id, event.seq))
     columns = set(db["sessions"].columns_dict)
+    if "session_gaps" in db.table_names():
+        columns.add(GAPS)
     row = {k: v for k, v in state.row(session_id).items() if k in columns}
     with _transaction(db):
         db.conn.executemany("update events set gap_ns = ? where session_id = ? and seq = ?", gaps)

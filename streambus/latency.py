@@ -88,6 +88,10 @@ class LatencyTracker:
         for event in events:
             self.add(event)
 
+    def gaps(self) -> array[int]:
+        """Every ITL gap so far, in order (the tracker's own array: do not change it)."""
+        return self._gaps
+
     def figures(self) -> SessionFigures:
         gaps = sorted(self._gaps)
         ttft, end, tokens = self._first, self._end, self._output_tokens

@@ -1,18 +1,19 @@
-"""Latency statistics over recorded sessions, computed in SQL. docs/latency.md defines them.
+"""Latency statistics over recorded sessions. docs/latency.md defines them.
 
 Per session, the figures are the ``sessions`` row the recorder wrote. Over a selection of
 sessions (optionally grouped by provider or model), TTFT, end-to-end, TPOT, tokens/s and
-output tokens count one value per session, while ITL pools every gap (``events.gap_ns``) of
-the selected sessions, as vLLM does. Percentiles are :func:`streambus.latency.percentile`
-applied to the ranks SQL fetches, so they equal sorting every value in Python.
+output tokens count one value per session (in SQL), while ITL pools every gap of the
+selected sessions, as vLLM does. Percentiles are :func:`streambus.latency.percentile`
+applied to the ranks found, so they equal sorting every value in Python.
 
-Pooled ITL covers millions of gaps, and SQLite sorts them slowly (about 25 s for 10 million
-on the benchmark machine; bench/stats_bench.py), even into a histogram (GROUP BY sorts). So
-its ranks are found from a sample: a hashed sample of the sessions estimates each percentile,
-then one pass over the covering index on ``(session_id, gap_ns)`` (never the payloads) counts
-the gaps below a bracket around each estimate and fetches those inside it. A rank outside its
-bracket, which the sample's error margin makes unlikely, is found by radix selection within
-its region. The result is exact either way; only the time depends on the sample.
+Each session's gaps are stored sorted, in one ``session_gaps`` blob written at its ``stop``
+(a session without one has them read from its events). Pooled ITL covers millions of gaps,
+and sorting them all takes seconds, so its ranks are found from a sample: a hashed sample of
+the sessions estimates each percentile, then one pass over the blobs counts the gaps below a
+bracket around each estimate (a binary search in each sorted blob) and takes those inside
+it. A rank outside its bracket, which the sample's error margin makes unlikely, is found by
+taking and sorting the gaps of its region in another pass. The result is exact either way;
+only the time depends on the sample.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ import datetime
 import io
 import json
 import math
+from array import array
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, overload
 
 import msgspec
 
-from streambus.db import session_conditions
+from streambus.db import session_conditions, unpack_gaps
 from streambus.latency import percentile
 
 if TYPE_CHECKING:
@@ -52,12 +55,8 @@ PERCENTILES: Final = (50, 90, 99)
 BY: Final = ("provider", "model", "session")
 """Groupings: ``session`` lists each session's own figures instead of aggregating."""
 
-_GAP_INDEX: Final = "idx_events_session_gap"  # migrations.m003_gap_index
 _SAMPLE_GAPS: Final = 100_000  # about how many gaps the sample estimating percentiles reads
 _Z: Final = 6.0  # each estimate's bracket: this many standard errors either side
-_FETCH_LIMIT: Final = 1_000_000  # a bracket expected to hold more gaps is counted, not fetched
-_SORT_LIMIT: Final = 50_000  # a bucket with at most this many gaps is sorted by SQLite
-_BRANCHES: Final = 1024  # how finely a bucket too big to sort is split
 
 
 class Selection(msgspec.Struct, frozen=True, kw_only=True):
@@ -207,16 +206,52 @@ def per_session(
     """Each selected session's figures, oldest first."""
     where, params = selection.where()
     columns = [f for f in SessionStats.__struct_fields__ if f not in ("stall_ms", "stalls")]
-    rows = db.conn.execute(
-        f"select {', '.join(columns)}, (select count(*) from events indexed by {_GAP_INDEX}"
-        " where session_id = sessions.id and gap_ns > ?)"
-        f" from sessions where {where} order by started_at, id",
-        [stall_ms * 1e6, *params],
-    )
+    rows = _with_gaps(db.conn, ", ".join(columns), where, params, "order by started_at, id")
     return [
-        SessionStats(**dict(zip(columns, row[:-1], strict=True)), stall_ms=stall_ms, stalls=row[-1])
-        for row in rows
+        SessionStats(
+            **dict(zip(columns, row, strict=True)),
+            stall_ms=stall_ms,
+            stalls=_stall_count(gaps, stall_ms),
+        )
+        for row, gaps in rows
     ]
+
+
+def _with_gaps(
+    conn: sqlite3.Connection, columns: str, where: str, params: list[Any], order: str = ""
+) -> Iterator[tuple[tuple[Any, ...], array[int]]]:
+    """Each selected session's ``columns`` and its ITL gaps, sorted.
+
+    The gaps are the session's ``session_gaps`` blob, written at its ``stop``; a session
+    without one (still streaming, or its process died) has them read from its events, a
+    range of the key (docs/recording.md).
+    """
+    rows = conn.execute(
+        f"select {columns}{', ' if columns else ''}id,"
+        " (select gaps_ns from session_gaps where session_id = sessions.id)"
+        f" from sessions where {where} {order}",
+        params,
+    )
+    for *row, session_id, blob in rows:
+        if blob is not None:
+            gaps = unpack_gaps(blob)
+        else:
+            gaps = array(
+                "q",
+                sorted(
+                    gap
+                    for (gap,) in conn.execute(
+                        "select gap_ns from events where session_id = ? and gap_ns is not null",
+                        [session_id],
+                    )
+                ),
+            )
+        yield tuple(row), gaps
+
+
+def _stall_count(gaps: array[int], stall_ms: float) -> int:
+    """How many of a session's sorted gaps are longer than ``stall_ms``."""
+    return len(gaps) - bisect.bisect_right(gaps, stall_ms * 1e6)
 
 
 def _session_percentiles(
@@ -251,14 +286,12 @@ def _stalls(
     conn: sqlite3.Connection, key: str, where: str, params: list[Any], stall_ms: float
 ) -> dict[Any, tuple[int, int]]:
     """Per group: gaps longer than ``stall_ms``, and how many sessions had one."""
-    rows = conn.execute(  # one index seek per session: stalls are rare, gaps are not
-        f"select g, total(n), count(*) filter (where n > 0) from (select {key} as g,"
-        f" (select count(*) from events indexed by {_GAP_INDEX}"
-        "   where session_id = sessions.id and gap_ns > ?) as n"
-        f" from sessions where {where}) group by 1",
-        [stall_ms * 1e6, *params],
-    )
-    return {group: (int(stalls), sessions) for group, stalls, sessions in rows}
+    found: dict[Any, tuple[int, int]] = {}
+    for (group,), gaps in _with_gaps(conn, key, where, params):
+        stalls, sessions = found.get(group, (0, 0))
+        n = _stall_count(gaps, stall_ms)
+        found[group] = (stalls + n, sessions + (n > 0))
+    return found
 
 
 class _Ranks(Sequence[float]):
@@ -310,7 +343,7 @@ def _distribution(
 
 
 class _Bucket(NamedTuple):
-    """``n`` gaps, all in ``[low, high]`` (integers); ``values``: them sorted, if fetched."""
+    """``n`` gaps, all in ``[low, high]`` (integers); ``values``: them sorted, if taken."""
 
     n: int
     low: int
@@ -324,135 +357,102 @@ class _GapSelector:
     A hashed sample of the sessions (about ``_SAMPLE_GAPS`` gaps) estimates each percentile,
     with its standard error counted across sampled sessions, since one session's gaps are
     alike. One pass over the selection then counts, sums and bounds the gaps, counts those
-    below each estimate's bracket (± ``_Z`` standard errors) and fetches the few inside it:
-    each wanted rank is read from a short sorted list. A rank the sample missed is found by
-    radix selection inside its region: a histogram (count, min, max per bucket) locates the
-    rank's bucket; a bucket of one value answers at once, a small one is sorted, a big one
-    gets its own finer histogram. Every pass reads the covering gap index, never payloads.
-    Gaps are integers (differences of ``t_ns``), so ``[low, high]`` ranges tile them.
+    below each estimate's bracket (± ``_Z`` standard errors) and takes the few inside it:
+    each session's gaps are sorted, so both are two binary searches and a slice. Each wanted
+    rank is then read from a short sorted list. A rank the sample missed lies in a region
+    between brackets, whose gaps another pass takes and sorts. Gaps are integers
+    (differences of ``t_ns``), so ``[low, high]`` ranges tile them.
     """
 
     def __init__(self, conn: sqlite3.Connection, where: str, params: list[Any]) -> None:
         self._conn = conn
         self._where = where
-        self._from = (
-            f"from events indexed by {_GAP_INDEX} where gap_ns is not null"
-            f" and session_id in (select id from sessions where {where})"
-        )
         self._params = params
 
     def distribution(self, expected: float) -> Distribution:
         """``expected``: about how many gaps the selection has (Σ ``content_events``)."""
         share = max(1, int(expected) // _SAMPLE_GAPS)  # sample one session in ``share``
         sample = self._sample(share)
-        pooled = sorted(v for gaps in sample for v in gaps)
+        pooled = sorted(chain.from_iterable(sample))
         if share == 1:  # the sample is the selection
             if not pooled:
                 return Distribution()
             known = {r: float(pooled[r]) for r in _ranks_read(len(pooled))}
             return _distribution(len(pooled), sum(pooled) / len(pooled), pooled[-1], known)
-        n, total, buckets = self._bracketed(_brackets(sample, pooled), pooled, share)
+        n, total, buckets = self._bracketed(_brackets(sample, pooled))
         if n == 0:
             return Distribution()
-        known = self._select(sorted(_ranks_read(n)), 0, buckets)
+        known = self._select(sorted(_ranks_read(n)), buckets)
         return _distribution(n, total / n, buckets[-1].high, known)
 
-    def _sample(self, share: int) -> list[list[int]]:
-        """Each sampled session's gaps, sorted: one session in ``share``, chosen by a hash of
-        its rowid (deterministic, and blind to round-robin patterns in the recording order)."""
-        rows = self._conn.execute(
-            f"select group_concat(gap_ns) from events indexed by {_GAP_INDEX}"
-            " where gap_ns is not null and session_id in (select id from sessions"
-            f" where ({self._where}) and (rowid * 2654435761) % 4294967296 < ?)"
-            " group by session_id",
-            [*self._params, 2**32 // share],
-        )
-        return [_gaps(gaps) for (gaps,) in rows]
+    def _gaps(self, where: str = "", params: Sequence[Any] = ()) -> Iterator[array[int]]:
+        """Each selected session's sorted gaps (those with none too), further narrowed by
+        ``where`` if given."""
+        condition = f"({self._where}) and ({where})" if where else self._where
+        for _, gaps in _with_gaps(self._conn, "", condition, [*self._params, *params]):
+            yield gaps
 
-    def _bracketed(
-        self, brackets: list[tuple[int, int]], pooled: list[int], share: int
-    ) -> tuple[int, float, list[_Bucket]]:
-        """One pass: the count and sum of the gaps, and buckets tiling them by ``brackets``;
-        a bracket the sample (``pooled``, one session in ``share``) expects to hold up to
-        ``_FETCH_LIMIT`` gaps comes with them."""
-        columns = ["count(*)", "total(gap_ns)", "min(gap_ns)", "max(gap_ns)"]
-        args: list[int] = []
-        fetched = []
-        for low, high in brackets:
-            inside = (bisect.bisect_right(pooled, high) - bisect.bisect_left(pooled, low)) * share
-            fetched.append(inside <= _FETCH_LIMIT)
-            columns.append("count(*) filter (where gap_ns < ?)")
-            args.append(low)
-            if fetched[-1]:
-                columns.append("group_concat(gap_ns) filter (where gap_ns between ? and ?)")
-                args += [low, high]
-            else:
-                columns.append("count(*) filter (where gap_ns <= ?)")
-                args.append(high)
-        n, total, lowest, highest, *counts = self._conn.execute(
-            f"select {', '.join(columns)} {self._from}", [*args, *self._params]
-        ).fetchone()
+    def _sample(self, share: int) -> list[array[int]]:
+        """The sorted gaps of each sampled session that has some: one session in ``share``,
+        chosen by a hash of its rowid (deterministic, and blind to round-robin patterns in
+        the recording order)."""
+        hashed = "(rowid * 2654435761) % 4294967296 < ?"
+        return [gaps for gaps in self._gaps(hashed, [2**32 // share]) if gaps]
+
+    def _bracketed(self, brackets: list[tuple[int, int]]) -> tuple[int, int, list[_Bucket]]:
+        """One pass: the count and sum of the gaps, and buckets tiling them: each bracket
+        with its gaps taken, and the regions between them counted."""
+        n = total = 0
+        lowest = highest = 0
+        below = [0] * len(brackets)
+        inside: list[array[int]] = [array("q") for _ in brackets]
+        for gaps in self._gaps():
+            if not gaps:
+                continue
+            lowest = gaps[0] if n == 0 else min(lowest, gaps[0])
+            highest = gaps[-1] if n == 0 else max(highest, gaps[-1])
+            n += len(gaps)
+            total += sum(gaps)
+            for i, (low, high) in enumerate(brackets):
+                first = bisect.bisect_left(gaps, low)
+                end = bisect.bisect_right(gaps, high, first)
+                below[i] += first
+                if end > first:
+                    inside[i].extend(gaps[first:end])
         if n == 0:
-            return 0, 0.0, []
+            return 0, 0, []
         buckets, done, start = [], 0, lowest
-        for (low, high), take, below, inside in zip(
-            brackets, fetched, counts[::2], counts[1::2], strict=True
-        ):
-            buckets.append(_Bucket(below - done, start, low - 1))
-            if not take:
-                buckets.append(_Bucket(inside - below, low, high))
-            else:
-                gaps = _gaps(inside)
-                buckets.append(_Bucket(len(gaps), low, high, gaps))
-            done, start = done + buckets[-2].n + buckets[-1].n, high + 1
+        for (low, high), under, taken in zip(brackets, below, inside, strict=True):
+            buckets.append(_Bucket(under - done, start, low - 1))
+            buckets.append(_Bucket(len(taken), low, high, sorted(taken)))
+            done, start = under + len(taken), high + 1
         buckets.append(_Bucket(n - done, start, highest))
-        return n, float(total), buckets
+        return n, total, buckets
 
-    def _histogram(self, bucket: str, params: list[Any], within: tuple[int, int]) -> list[_Bucket]:
-        """(count, min, max) per bucket of the gaps in ``within``, ascending."""
-        rows = self._conn.execute(
-            f"select count(*), min(gap_ns), max(gap_ns) {self._from} and gap_ns between ? and ?"
-            f" group by {bucket} order by 2",
-            [*self._params, *within, *params],
-        ).fetchall()
-        return [_Bucket(int(c), int(lo), int(hi)) for c, lo, hi in rows]
+    def _region(self, low: int, high: int) -> list[int]:
+        """Every selected gap in ``[low, high]``, sorted: one more pass."""
+        taken: array[int] = array("q")
+        for gaps in self._gaps():
+            first = bisect.bisect_left(gaps, low)
+            taken.extend(gaps[first : bisect.bisect_right(gaps, high, first)])
+        return sorted(taken)
 
-    def _select(self, ranks: list[int], below: int, buckets: list[_Bucket]) -> dict[int, float]:
-        """Values at ``ranks``, given ``buckets`` that hold ranks ``below`` and up."""
+    def _select(self, ranks: list[int], buckets: list[_Bucket]) -> dict[int, float]:
+        """Values at ``ranks``, given ``buckets`` that tile the gaps from rank 0 up."""
         found: dict[int, float] = {}
+        below = 0
         for count, low, high, values in buckets:
             inside = [r for r in ranks if below <= r < below + count]
-            if not inside:
-                pass
-            elif values is not None:
+            if inside and values is None:
+                values = [low] * count if low == high else self._region(low, high)
+            if inside:
+                assert values is not None and len(values) == count
                 found |= {r: float(values[r - below]) for r in inside}
-            elif low == high:
-                found |= dict.fromkeys(inside, float(low))
-            elif count <= _SORT_LIMIT:
-                first = inside[0] - below
-                part = [
-                    v
-                    for (v,) in self._conn.execute(
-                        f"select gap_ns {self._from} and gap_ns between ? and ?"
-                        " order by gap_ns limit ? offset ?",
-                        [*self._params, low, high, inside[-1] - inside[0] + 1, first],
-                    )
-                ]
-                found |= {r: float(part[r - below - first]) for r in inside}
-            else:
-                width = (high - low) // _BRANCHES + 1
-                finer = self._histogram("(gap_ns - ?) / ?", [low, width], (low, high))
-                found |= self._select(inside, below, finer)
             below += count
         return found
 
 
-def _gaps(concatenated: str | None) -> list[int]:
-    """Gaps from SQLite's ``group_concat`` (``None`` when there were none), sorted."""
-    return sorted(map(int, concatenated.split(","))) if concatenated else []
-
-
-def _brackets(sample: list[list[int]], pooled: list[int]) -> list[tuple[int, int]]:
+def _brackets(sample: Sequence[Sequence[int]], pooled: list[int]) -> list[tuple[int, int]]:
     """Disjoint gap ranges, ascending, likely to hold the selection's percentiles: each the
     sample's estimate ± ``_Z`` standard errors. ``sample`` is each sampled session's sorted
     gaps, ``pooled`` all of them sorted. The error is that of a ratio estimate over sampled

@@ -32,10 +32,11 @@ from streambus import (
     open_db,
     stream,
 )
-from streambus.db import SessionState, event_rows, read_events, write
+from streambus.db import SessionState, event_rows, read_events, unpack_gaps, write
 from streambus.latency import LatencyTracker, percentile
 from streambus.migrations import MIGRATIONS, SCHEMA_VERSION
 from streambus.simulator import SimulatorConfig, open_simulator
+from streambus.stats import Selection, aggregate
 
 from .test_cli import clean_env, find_command
 
@@ -305,6 +306,49 @@ def test_migrating_a_version_3_database_reads_kind_and_attempts_from_each_stop(
     db = open_db(path)
     got = db.execute("select id, error_kind, attempts from sessions order by id").fetchall()
     assert got == [("after", "idle_timeout", 3), ("before", None, 1), ("running", None, None)]
+
+
+def test_migrating_a_version_4_database_moves_the_gaps_out_of_the_index(tmp_path: Path) -> None:
+    """Schema 5 stores each stopped session's sorted ITL gaps in ``session_gaps`` and drops
+    the gap index; a session with no stop keeps its gaps in its events only."""
+    path = tmp_path / "v4.db"
+    old = sqlite_utils.Database(path)
+    migrations = old["_streambus_migrations"]
+    migrations.create({"name": str, "applied_at": str}, pk="name")  # type: ignore[union-attr]
+    for migration in MIGRATIONS[:4]:
+        migration(old)
+        migrations.insert({"name": migration.__name__, "applied_at": "2026-01-01"})  # type: ignore[union-attr]
+    sessions = {
+        "done": (synthetic_session("done", 6), "ok"),
+        "silent": (synthetic_session("silent", 0), "ok"),  # no content: no gaps
+        "running": (synthetic_session("running", 4)[:-2], "incomplete"),
+    }
+    for sid, (events, status) in sessions.items():
+        old["sessions"].insert({"id": sid, "provider": "sim", "model": "m", "status": status})  # type: ignore[union-attr]
+        tracker = LatencyTracker()
+        old["events"].insert_all(  # type: ignore[union-attr]
+            {
+                "session_id": sid,
+                "seq": e.seq,
+                "t_ns": e.t_ns,
+                "type": e.__struct_config__.tag,
+                "payload": encode_event(e).decode(),
+                "gap_ns": tracker.add(e),
+            }
+            for e in events
+        )
+    assert "idx_events_session_gap" in [i.name for i in old["events"].indexes]  # type: ignore[union-attr]
+    old.conn.close()
+
+    db = open_db(path)
+    stored = {
+        sid: list(unpack_gaps(blob)) for sid, blob in db.execute("select * from session_gaps")
+    }
+    assert stored == {"done": [1000] * 5, "silent": []}
+    indexes = [i.name for i in db["events"].indexes]  # type: ignore[union-attr]
+    assert indexes == ["sqlite_autoindex_events_1"]  # the key alone
+    itl = aggregate(db, Selection(status=None)).pop().itl_ns.n
+    assert itl == 5 + 3  # the running session's three gaps come from its events
 
 
 async def test_no_credential_is_ever_stored(tmp_path: Path) -> None:
