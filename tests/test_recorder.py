@@ -241,14 +241,21 @@ def test_sigkill_mid_stream_leaves_a_consistent_database(tmp_path: Path) -> None
     assert open_db(path).execute("select count(*) from sessions").fetchone() == (1,)
 
 
-def test_migrating_a_version_1_database_backfills_the_figures(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    events = synthetic_session("old", 6)
+def database_at(path: Path, version: int) -> sqlite_utils.Database:
+    """A database as a streambus of schema ``version`` left it: its migrations, applied."""
     old = sqlite_utils.Database(path)
     migrations = old["_streambus_migrations"]
     migrations.create({"name": str, "applied_at": str}, pk="name")  # type: ignore[union-attr]
-    MIGRATIONS[0](old)
-    migrations.insert({"name": MIGRATIONS[0].__name__, "applied_at": "2026-01-01"})  # type: ignore[union-attr]
+    for migration in MIGRATIONS[:version]:
+        migration(old)
+        migrations.insert({"name": migration.__name__, "applied_at": "2026-01-01"})  # type: ignore[union-attr]
+    return old
+
+
+def test_migrating_a_version_1_database_backfills_the_figures(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    events = synthetic_session("old", 6)
+    old = database_at(path, 1)
     old["sessions"].insert({"id": "old", "provider": "sim", "model": "m", "status": "ok"})  # type: ignore[union-attr]
     old["events"].insert_all(  # type: ignore[union-attr]
         {
@@ -282,12 +289,7 @@ def test_migrating_a_version_3_database_reads_kind_and_attempts_from_each_stop(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "v3.db"
-    old = sqlite_utils.Database(path)
-    migrations = old["_streambus_migrations"]
-    migrations.create({"name": str, "applied_at": str}, pk="name")  # type: ignore[union-attr]
-    for migration in MIGRATIONS[:3]:
-        migration(old)
-        migrations.insert({"name": migration.__name__, "applied_at": "2026-01-01"})  # type: ignore[union-attr]
+    old = database_at(path, 3)
     stops = {
         # written before stop had error_kind and attempts
         "before": '{"type":"stop","session":"before","seq":1,"t_ns":5,"reason":"error",'
@@ -312,12 +314,7 @@ def test_migrating_a_version_4_database_moves_the_gaps_out_of_the_index(tmp_path
     """Schema 5 stores each stopped session's sorted ITL gaps in ``session_gaps`` and drops
     the gap index; a session with no stop keeps its gaps in its events only."""
     path = tmp_path / "v4.db"
-    old = sqlite_utils.Database(path)
-    migrations = old["_streambus_migrations"]
-    migrations.create({"name": str, "applied_at": str}, pk="name")  # type: ignore[union-attr]
-    for migration in MIGRATIONS[:4]:
-        migration(old)
-        migrations.insert({"name": migration.__name__, "applied_at": "2026-01-01"})  # type: ignore[union-attr]
+    old = database_at(path, 4)
     sessions = {
         "done": (synthetic_session("done", 6), "ok"),
         "silent": (synthetic_session("silent", 0), "ok"),  # no content: no gaps
