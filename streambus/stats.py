@@ -443,10 +443,12 @@ class _GapSelector:
         below = 0
         for count, low, high, values in buckets:
             inside = [r for r in ranks if below <= r < below + count]
-            if inside and values is None:
-                values = [low] * count if low == high else self._region(low, high)
-            if inside:
-                assert values is not None and len(values) == count
+            if inside and values is None and low == high:
+                found |= dict.fromkeys(inside, float(low))
+            elif inside:
+                if values is None:
+                    values = self._region(low, high)
+                assert len(values) == count
                 found |= {r: float(values[r - below]) for r in inside}
             below += count
         return found
