@@ -170,28 +170,28 @@ def aggregate(
         figure: _session_percentiles(conn, figure, key, where, params, summaries, 2 + 3 * i)
         for i, figure in enumerate(_SESSION_FIGURES)
     }
-    stalls = _stalls(conn, key, where, params, stall_ms)
     groups = []
     for row in summaries:
         group = row[0]
         in_group = where if by is None else f"{where} and {by} is ?"
         gap_params = params if by is None else [*params, group]
         tokens, decode_s, content = row[-3:]
+        pooled = _GapSelector(conn, in_group, gap_params, stall_ms).pooled(content)
         groups.append(
             GroupStats(
                 by=by,
                 group=group,
                 sessions=row[1],
                 ttft_ns=figures["ttft_ns"][group],
-                itl_ns=_GapSelector(conn, in_group, gap_params).distribution(content),
+                itl_ns=pooled.itl,
                 tpot_ns=figures["tpot_ns"][group],
                 tokens_per_s=figures["tokens_per_s"][group],
                 e2e_ns=figures["e2e_ns"][group],
                 output_tokens=figures["output_tokens"][group],
                 decode_tokens_per_s=tokens / decode_s if decode_s > 0 else None,
                 stall_ms=stall_ms,
-                stalls=stalls.get(group, (0, 0))[0],
-                stalled_sessions=stalls.get(group, (0, 0))[1],
+                stalls=pooled.stalls,
+                stalled_sessions=pooled.stalled_sessions,
             )
         )
     return groups
@@ -282,18 +282,6 @@ def _session_percentiles(
     }
 
 
-def _stalls(
-    conn: sqlite3.Connection, key: str, where: str, params: list[Any], stall_ms: float
-) -> dict[Any, tuple[int, int]]:
-    """Per group: gaps longer than ``stall_ms``, and how many sessions had one."""
-    found: dict[Any, tuple[int, int]] = {}
-    for (group,), gaps in _with_gaps(conn, key, where, params):
-        stalls, sessions = found.get(group, (0, 0))
-        n = _stall_count(gaps, stall_ms)
-        found[group] = (stalls + n, sessions + (n > 0))
-    return found
-
-
 class _Ranks(Sequence[float]):
     """``n`` sorted values of which only some are known: what :func:`percentile` reads.
 
@@ -351,8 +339,18 @@ class _Bucket(NamedTuple):
     values: list[int] | None = None
 
 
+class _Pooled(NamedTuple):
+    """A group's pooled ITL, and its stalls: gaps longer than ``stall_ms``, and how many
+    sessions had one."""
+
+    itl: Distribution
+    stalls: int = 0
+    stalled_sessions: int = 0
+
+
 class _GapSelector:
-    """Pooled ITL of the sessions matching ``where``: count, mean, max and exact ranks.
+    """Pooled ITL of the sessions matching ``where``: count, mean, max and exact ranks, and
+    the stalls, counted in the same pass over every session.
 
     A hashed sample of the sessions (about ``_SAMPLE_GAPS`` gaps) estimates each percentile,
     with its standard error counted across sampled sessions, since one session's gaps are
@@ -364,26 +362,31 @@ class _GapSelector:
     (differences of ``t_ns``), so ``[low, high]`` ranges tile them.
     """
 
-    def __init__(self, conn: sqlite3.Connection, where: str, params: list[Any]) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, where: str, params: list[Any], stall_ms: float
+    ) -> None:
         self._conn = conn
         self._where = where
         self._params = params
+        self._stall_ms = stall_ms
 
-    def distribution(self, expected: float) -> Distribution:
+    def pooled(self, expected: float) -> _Pooled:
         """``expected``: about how many gaps the selection has (Σ ``content_events``)."""
         share = max(1, int(expected) // _SAMPLE_GAPS)  # sample one session in ``share``
         sample = self._sample(share)
         pooled = sorted(chain.from_iterable(sample))
         if share == 1:  # the sample is the selection
             if not pooled:
-                return Distribution()
+                return _Pooled(Distribution())
             known = {r: float(pooled[r]) for r in _ranks_read(len(pooled))}
-            return _distribution(len(pooled), sum(pooled) / len(pooled), pooled[-1], known)
-        n, total, buckets = self._bracketed(_brackets(sample, pooled))
+            itl = _distribution(len(pooled), sum(pooled) / len(pooled), pooled[-1], known)
+            over = [_stall_count(gaps, self._stall_ms) for gaps in sample]
+            return _Pooled(itl, sum(over), sum(map(bool, over)))
+        n, total, buckets, stalls, stalled = self._bracketed(_brackets(sample, pooled))
         if n == 0:
-            return Distribution()
+            return _Pooled(Distribution())
         known = self._select(sorted(_ranks_read(n)), buckets)
-        return _distribution(n, total / n, buckets[-1].high, known)
+        return _Pooled(_distribution(n, total / n, buckets[-1].high, known), stalls, stalled)
 
     def _gaps(self, where: str = "", params: Sequence[Any] = ()) -> Iterator[array[int]]:
         """Each selected session's sorted gaps (those with none too), further narrowed by
@@ -399,10 +402,13 @@ class _GapSelector:
         hashed = "(rowid * 2654435761) % 4294967296 < ?"
         return [gaps for gaps in self._gaps(hashed, [2**32 // share]) if gaps]
 
-    def _bracketed(self, brackets: list[tuple[int, int]]) -> tuple[int, int, list[_Bucket]]:
-        """One pass: the count and sum of the gaps, and buckets tiling them: each bracket
-        with its gaps taken, and the regions between them counted."""
-        n = total = 0
+    def _bracketed(
+        self, brackets: list[tuple[int, int]]
+    ) -> tuple[int, int, list[_Bucket], int, int]:
+        """One pass: the count and sum of the gaps, buckets tiling them (each bracket with
+        its gaps taken, the regions between them counted), the stalls and the sessions with
+        one."""
+        n = total = stalls = stalled = 0
         lowest = highest = 0
         below = [0] * len(brackets)
         inside: list[array[int]] = [array("q") for _ in brackets]
@@ -413,6 +419,9 @@ class _GapSelector:
             highest = gaps[-1] if n == 0 else max(highest, gaps[-1])
             n += len(gaps)
             total += sum(gaps)
+            over = _stall_count(gaps, self._stall_ms)
+            stalls += over
+            stalled += over > 0
             for i, (low, high) in enumerate(brackets):
                 first = bisect.bisect_left(gaps, low)
                 end = bisect.bisect_right(gaps, high, first)
@@ -420,14 +429,14 @@ class _GapSelector:
                 if end > first:
                     inside[i].extend(gaps[first:end])
         if n == 0:
-            return 0, 0, []
+            return 0, 0, [], 0, 0
         buckets, done, start = [], 0, lowest
         for (low, high), under, taken in zip(brackets, below, inside, strict=True):
             buckets.append(_Bucket(under - done, start, low - 1))
             buckets.append(_Bucket(len(taken), low, high, sorted(taken)))
             done, start = under + len(taken), high + 1
         buckets.append(_Bucket(n - done, start, highest))
-        return n, total, buckets
+        return n, total, buckets, stalls, stalled
 
     def _region(self, low: int, high: int) -> list[int]:
         """Every selected gap in ``[low, high]``, sorted: one more pass."""

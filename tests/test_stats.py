@@ -299,6 +299,7 @@ def test_pooled_percentiles_equal_numpy_through_every_selection_path(
     assert got == [percentile(pooled, p) for p in (50, 90, 99)]  # the same function, exactly
     assert (stats.itl_ns.n, stats.itl_ns.max) == (len(pooled), pooled[-1])
     assert stats.itl_ns.mean == pytest.approx(sum(pooled) / len(pooled))
+    assert stats.stalls == sum(gap > stats.stall_ms * 1e6 for gap in pooled)  # same pass
     if seed == 0:  # a handful of sessions: the sample is all of them, whatever the limits
         return
     # Each way was really taken.
