@@ -9,7 +9,8 @@ until the bus has closed, i.e. until the last row is committed; the rows are cou
 Issue 6's target: ≥ 200,000 events/s.
 
 **SQLite's floor.** The same rows (made by the recorder's own ``event_rows``), written
-with nothing else in key-ordered transactions of 10,000 rows, 512 rows per ``insert …
+with nothing else in transactions of 10,000 rows put in key order as the recorder puts
+them (``streambus.db.in_key_order``), 512 rows per ``insert …
 values`` statement (the fastest way through Python's ``sqlite3`` measured here: one
 ``executemany`` step per row is ~15 % slower), into (a) a table keyed on ``(session_id,
 seq)`` and nothing else, the least a per-event store needs, and (b) the recorder's schema
@@ -39,7 +40,7 @@ from bench.common import Result, cpu_seconds, measure
 from bench.e2e import CONFIG, run_pipeline
 from streambus import Recorder, open_bus
 from streambus.client import opening_events
-from streambus.db import configure, event_rows, open_db
+from streambus.db import configure, event_rows, in_key_order, open_db
 from streambus.events import Event
 from streambus.normalizers.openai import OpenAINormalizer
 from streambus.sse import SSEDecoder
@@ -164,7 +165,7 @@ def sqlite_floor(n: int, reps: int) -> list[Result]:
                     wall = time.perf_counter()
                     for i in range(0, len(rows), FLOOR_TRANSACTION):
                         with conn:
-                            _bare_inserts(conn, sorted(rows[i : i + FLOOR_TRANSACTION], key=_key))
+                            _bare_inserts(conn, in_key_order(rows[i : i + FLOOR_TRANSACTION]))
                     wall = time.perf_counter() - wall
                 finally:
                     conn.close()
@@ -180,10 +181,6 @@ def sqlite_floor(n: int, reps: int) -> list[Result]:
             )
         )
     return out
-
-
-def _key(row: tuple[Any, ...]) -> tuple[str, int]:
-    return row[0], row[1]
 
 
 def slowdown(results: list[Result]) -> list[Result]:

