@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, get_args
 
 import msgspec
 
-from streambus.events import Event, Start, Stop, Usage, _encoder, decode_event
+from streambus.events import Event, _encoder, decode_event
 from streambus.latency import LatencyTracker
 from streambus.migrations import migrate
 from streambus.providers import scrub
@@ -83,30 +83,14 @@ def configure(conn: sqlite3.Connection) -> None:
     conn.execute(f"pragma journal_size_limit = {_WAL_PAGES * 4096}")
 
 
-class SessionState:
-    """What the ``sessions`` row needs, accumulated from a session's events as they pass."""
-
-    __slots__ = ("_start_columns", "events", "latency", "start", "stop", "usage")
+class SessionState(LatencyTracker):
+    """What the ``sessions`` row needs, accumulated from a session's events as they pass:
+    the tracker's start, usage, stop, event count and latency (:meth:`add` returns each
+    event's ITL gap, for its events row)."""
 
     def __init__(self) -> None:
-        self.start: Start | None = None
-        self.usage: Usage | None = None
-        self.stop: Stop | None = None
-        self.latency = LatencyTracker()
-        self.events = 0
+        super().__init__()
         self._start_columns: dict[str, Any] | None = None  # computed once: scrub is costly
-
-    def add(self, event: Event) -> int | None:
-        """Account for ``event``; return its ITL gap (for the events row), if any."""
-        self.events += 1
-        kind = type(event)
-        if kind is Start:
-            self.start = event  # type: ignore[assignment]
-        elif kind is Usage:
-            self.usage = event  # type: ignore[assignment]
-        elif kind is Stop:
-            self.stop = event  # type: ignore[assignment]
-        return self.latency.add(event)
 
     def row(self, session_id: str) -> dict[str, Any]:
         """The ``sessions`` columns known so far (a session without stop is ``incomplete``);
@@ -148,8 +132,8 @@ class SessionState:
                 "error_kind": stop.error_kind,
                 "attempts": stop.attempts,
             }
-            row |= msgspec.structs.asdict(self.latency.figures())  # final: computed once
-            row[GAPS] = pack_gaps(self.latency.gaps())
+            row |= msgspec.structs.asdict(self.figures())  # final: computed once
+            row[GAPS] = pack_gaps(self.gaps())
         return row
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from streambus.events import Delta, Event, Stop, ToolDelta, Usage
+from streambus.events import Delta, Event, Start, Stop, ToolDelta, Usage
 
 __all__ = ["LatencyTracker", "SessionFigures", "is_content", "percentile"]
 
@@ -57,18 +57,25 @@ class SessionFigures(msgspec.Struct, kw_only=True):
 
 
 class LatencyTracker:
-    """Feed one session's events in order; :meth:`gap` gives each content event's ITL gap."""
+    """Feed one session's events in order; :meth:`add` gives each content event's ITL gap.
+
+    It also keeps the session's ``start``, ``usage`` and ``stop`` and counts its events:
+    the recorder's per-session state is a tracker, so a recorded event costs one call.
+    """
 
     def __init__(self) -> None:
+        self.events = 0
+        self.start: Start | None = None
+        self.usage: Usage | None = None
+        self.stop: Stop | None = None
         self._first: int | None = None
         self._last: int | None = None
         # 8 bytes a gap, not a list slot and an int object (36): one per token, per session.
         self._gaps = array("q")
-        self._output_tokens: int | None = None
-        self._end: int | None = None
 
     def add(self, event: Event) -> int | None:
         """Account for ``event``; return its gap to the previous content event, if any."""
+        self.events += 1
         gap = None
         if (type(event) is Delta and event.text) or type(event) is ToolDelta:  # is_content, inline
             t = event.t_ns
@@ -79,9 +86,11 @@ class LatencyTracker:
                 self._gaps.append(gap)
             self._last = t
         elif type(event) is Usage:
-            self._output_tokens = event.output_tokens
+            self.usage = event
         elif type(event) is Stop:
-            self._end = event.t_ns
+            self.stop = event
+        elif type(event) is Start:
+            self.start = event
         return gap
 
     def add_all(self, events: Iterable[Event]) -> None:
@@ -94,7 +103,9 @@ class LatencyTracker:
 
     def figures(self) -> SessionFigures:
         gaps = sorted(self._gaps)
-        ttft, end, tokens = self._first, self._end, self._output_tokens
+        ttft = self._first
+        end = None if self.stop is None else self.stop.t_ns
+        tokens = None if self.usage is None else self.usage.output_tokens
         decode = self._last - ttft if self._last is not None and ttft is not None else None
         tpot = tps = None
         if decode is not None and tokens is not None and tokens >= 2 and decode > 0:
