@@ -25,6 +25,7 @@ repetitions with min–max; cases are interleaved round-robin so drift hits them
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import statistics
@@ -99,7 +100,9 @@ class Subscribers:
         """The recorder committed every event of the session, in the timed region."""
         if self.db_path is None:
             return
-        with sqlite3.connect(self.db_path) as conn:
+        # Closed here: left to the garbage collector (a used sqlite3 connection sits in a
+        # reference cycle), its close, the final WAL checkpoint, lands in the next run.
+        with contextlib.closing(sqlite3.connect(self.db_path)) as conn:
             (rows,) = conn.execute(
                 "select count(*) from events where session_id = ?", (session,)
             ).fetchone()
