@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from itertools import groupby
+from operator import itemgetter
 from typing import IO, Final
 
 from streambus.events import (
@@ -23,10 +24,12 @@ from streambus.events import (
     Stop,
     ToolDelta,
     ToolResult,
+    Usage,
     encode_event,
     one_session,
 )
-from streambus.message import MessageBuilder
+from streambus.latency import is_content
+from streambus.message import Message
 
 __all__ = ["ConsolePrinter", "JsonlPrinter", "format_summary"]
 
@@ -48,9 +51,8 @@ def _wants_color(stream: IO[str]) -> bool:
         return False
 
 
-def format_summary(builder: MessageBuilder) -> str:
+def format_summary(msg: Message) -> str:
     """``stop (end_turn) · 12 in / 111 out tokens · TTFT 0.31 s · 2.45 s · 45.3 tok/s``."""
-    msg = builder.message
     parts: list[str] = []
     if msg.stop is not None:
         stop = msg.stop
@@ -92,22 +94,25 @@ class ConsolePrinter:
         self.color_out = _wants_color(self.out) if color is None else color
         self.color_err = _wants_color(self.err) if color is None else color
         self.summary = summary
-        self._pending: list[tuple[IO[str], str, str]] = []  # (stream, style, text)
+        # (id(stream), style, text): no object in it that the garbage collector tracks, so
+        # the collector stops looking at a pending piece once it has seen it (one per token).
+        self._pending: list[tuple[int, str, str]] = []
+        self._streams = {id(self.out): self.out, id(self.err): self.err}
         self._mode: str | None = None  # "text", "reasoning", "refusal", "tool:N"
         self._at_line_start = {id(self.out): True, id(self.err): True}
-        self._builders: dict[str, MessageBuilder] = {}
+        self._summaries: dict[str, Message] = {}  # by session, until its stop
 
     # -- the subscriber protocol --------------------------------------------------------------
 
     def on_events(self, batch: Sequence[Event]) -> None:
-        self._assemble(batch)  # first: a stop's summary reads its session's whole message
-        out, pending = self.out, self._pending
+        self._track(batch)  # first: a stop's summary reads its session's figures
+        out, pending = id(self.out), self._pending
         for event in batch:
             if type(event) is Delta:
                 text = event.text
                 if text and event.channel == "text" and self._mode == "text":
                     pending.append((out, "", text))  # the common case, inline: one per token
-                    self._at_line_start[id(out)] = text.endswith("\n")
+                    self._at_line_start[out] = text.endswith("\n")
                 else:
                     self._on_delta(event)
             elif type(event) is ToolDelta:
@@ -117,21 +122,25 @@ class ConsolePrinter:
             elif type(event) is Stop:
                 self._on_stop(event)
 
-    def _assemble(self, batch: Sequence[Event]) -> None:
-        """Feed each session's builder: a batch is usually one session's, fed in one call."""
-        builders = self._builders
+    def _track(self, batch: Sequence[Event]) -> None:
+        """Note what each session's summary needs: its first content's time, its usage and
+        its stop. Not its text, which is printed as it comes (the stream keeps the message)."""
+        summaries = self._summaries
         session = one_session(batch)
-        if session is not None:
-            builder = builders.get(session)
-            if builder is None:
-                builder = builders[session] = MessageBuilder()
-            builder.add(batch)
+        if session is None:  # sessions mixed in one batch: event by event
+            for event in batch:
+                summary = summaries.get(event.session)
+                if summary is None:
+                    summary = summaries[event.session] = Message(session=event.session)
+                _note(summary, event)
             return
+        summary = summaries.get(session)
+        if summary is None:
+            summary = summaries[session] = Message(session=session)
+        if summary.first_content_ns is not None and _ENDING.isdisjoint(map(type, batch)):
+            return  # tokens mid-stream, the usual batch: nothing new for the summary
         for event in batch:
-            builder = builders.get(event.session)
-            if builder is None:
-                builder = builders[event.session] = MessageBuilder()
-            builder.add((event,))
+            _note(summary, event)
 
     def flush(self) -> None:
         """Write everything pending, in order: one write per run of the same stream, one
@@ -140,9 +149,9 @@ class ConsolePrinter:
             return
         pending, self._pending = self._pending, []
         writes: list[tuple[IO[str], list[str]]] = []
-        for (_, style), run in groupby(pending, key=lambda p: (id(p[0]), p[1])):
+        for (stream_id, style), run in groupby(pending, key=itemgetter(0, 1)):
             items = list(run)
-            stream = items[0][0]
+            stream = self._streams[stream_id]
             text = self._styled(stream, style, [item[2] for item in items])
             if writes and writes[-1][0] is stream:
                 writes[-1][1].append(text)
@@ -165,7 +174,7 @@ class ConsolePrinter:
     def _write(self, stream: IO[str], text: str, style: str = "") -> None:
         if not text:
             return
-        self._pending.append((stream, style, text))
+        self._pending.append((id(stream), style, text))
         self._at_line_start[id(stream)] = text.endswith("\n")
 
     def _newline(self, stream: IO[str]) -> None:
@@ -212,17 +221,28 @@ class ConsolePrinter:
         self._write(self.err, f"{head}{failed}: {content}\n", _RED if event.error else _CYAN)
 
     def _on_stop(self, event: Stop) -> None:
-        builder = self._builders.pop(event.session, None)
-        if builder is None:  # a second stop in one batch: the first took the builder
-            builder = MessageBuilder()
-            builder.add((event,))
+        summary = self._summaries.pop(event.session, None)
+        if summary is None:  # a second stop in one batch: the first took the summary
+            summary = Message(session=event.session, stop=event)
         self._mode = None
         self._newline(self.out)
         self._newline(self.err)
         if self.summary:
             style = _RED if event.reason == "error" else _DIM
-            self._write(self.err, f"[{format_summary(builder)}]\n", style)
+            self._write(self.err, f"[{format_summary(summary)}]\n", style)
         self.flush()
+
+
+_ENDING: Final = frozenset({Usage, Stop})
+
+
+def _note(summary: Message, event: Event) -> None:
+    if summary.first_content_ns is None and is_content(event):
+        summary.first_content_ns = event.t_ns
+    if type(event) is Usage:
+        summary.usage = event
+    elif type(event) is Stop:
+        summary.stop = event
 
 
 class JsonlPrinter:
