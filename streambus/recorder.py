@@ -62,6 +62,7 @@ class Recorder:
         *,
         limiter: trio.CapacityLimiter | None = None,
     ) -> None:
+        self._owns_db = isinstance(db, str | os.PathLike)
         self.db = open_db(db) if isinstance(db, str | os.PathLike) else db
         self._limiter = limiter or _limiter_of(self.db)
         self._states: dict[str, SessionState] = {}
@@ -116,6 +117,34 @@ class Recorder:
             why = "after its stop" if finished else "without its start"
             logger.warning("recorder: ignoring events of session %s %s", session, why)
         return False
+
+    async def __aenter__(self) -> Recorder:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Write what is pending, then close the database if the recorder opened it (it was
+        given a path); one given an open database leaves it open. ``async with
+        Recorder(path) as recorder:`` calls this on leaving.
+
+        Left to the garbage collector, the connection of a recorder no longer used is
+        closed at some later moment on whichever thread collects it, and that close can be
+        SQLite's final WAL checkpoint: tens of milliseconds (docs/performance.md).
+
+        Raises ``sqlite3.OperationalError`` if events are still unwritten (the database
+        refused them); the database then stays open, and a later :meth:`flush` or
+        :meth:`aclose` tries again.
+        """
+        await self.flush()
+        if self.pending:
+            raise sqlite3.OperationalError(
+                f"recorder: {self.pending} events not written ({self.last_error}); "
+                "the database stays open"
+            )
+        if self._owns_db:
+            self.db.conn.close()
 
     async def flush(self) -> None:
         """Write what is pending in a worker thread and wait until it is written (or the

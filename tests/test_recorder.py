@@ -475,6 +475,23 @@ async def test_a_locked_database_delays_recording_but_loses_nothing(tmp_path: Pa
     assert list(read_events(open_db(path), "locked")) == events
 
 
+async def test_a_recorder_closes_the_database_it_opened_and_only_that(tmp_path: Path) -> None:
+    """Not left to the garbage collector, whose close (the final WAL checkpoint) would come
+    at some later moment, on whichever thread collects it."""
+    path = tmp_path / "r.db"
+    events = synthetic_session("s", 5)
+    async with Recorder(path) as recorder, open_bus() as bus:
+        bus.subscribe(recorder)
+        await bus.publish(events)
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        recorder.db.execute("select 1")
+    assert not (tmp_path / "r.db-wal").exists()  # the last connection closed: checkpointed
+    db = open_db(path)
+    async with Recorder(db) as recorder:
+        await recorder.on_events(synthetic_session("t", 2))
+    assert db.execute("select count(*) from events").fetchone() == (len(events) + 5,)
+
+
 async def test_a_database_locked_to_the_end_says_what_is_unwritten(tmp_path: Path) -> None:
     """The bus closes while another writer still holds the database: nothing pretends the
     session was recorded; the events wait in the recorder, and a later flush writes them."""
@@ -490,6 +507,9 @@ async def test_a_database_locked_to_the_end_says_what_is_unwritten(tmp_path: Pat
         await bus.publish(events)
     assert recorder.pending == len(events)
     assert recorder.last_error == "database is locked"
+    unwritten = r"23 events not written \(database is locked\); the database stays open"
+    with pytest.raises(sqlite3.OperationalError, match=unwritten):
+        await recorder.aclose()
     blocker.execute("commit")
     await recorder.flush()
     assert (recorder.pending, recorder.last_error) == (0, None)

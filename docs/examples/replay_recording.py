@@ -26,8 +26,9 @@ class TypingIndicator:
 
 
 async def main(path: Path) -> None:
-    async with streambus.open_bus() as bus:  # record once (the CLI does this on every run)
-        bus.subscribe(streambus.Recorder(path))
+    # Record once (the CLI does this on every run); the recorder closes its file on leaving.
+    async with streambus.Recorder(path) as recorder, streambus.open_bus() as bus:
+        bus.subscribe(recorder)
         recorded = await streambus.stream(bus, "What is streaming?", provider="sim")
     session_id = recorded.session or ""
 
