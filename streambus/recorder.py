@@ -62,8 +62,10 @@ class Recorder:
         *,
         limiter: trio.CapacityLimiter | None = None,
     ) -> None:
-        self._owns_db = isinstance(db, str | os.PathLike)
-        self.db = open_db(db) if isinstance(db, str | os.PathLike) else db
+        if isinstance(db, str | os.PathLike):
+            self.db, self._owns_db = open_db(db), True  # ours to close (aclose)
+        else:
+            self.db, self._owns_db = db, False
         self._limiter = limiter or _limiter_of(self.db)
         self._states: dict[str, SessionState] = {}
         self._rows: list[tuple[Any, ...]] = []
