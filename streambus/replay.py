@@ -39,7 +39,9 @@ class Replayer:
     replays twice as fast; ``None`` (or ``math.inf``) publishes everything without waiting.
 
     The events are read here, so an unknown session (LookupError) fails before any bus is
-    involved, and :meth:`run` is pacing only: no database access while subscribers wait.
+    involved, and :meth:`run` is pacing only: no database access while subscribers wait. A
+    database opened here from a path is closed here too, not left to the garbage collector
+    (docs/recording.md says why); an open one given stays open.
     """
 
     def __init__(
@@ -51,10 +53,17 @@ class Replayer:
     ) -> None:
         if speed is not None and not speed > 0:  # also rejects NaN
             raise ValueError(f"speed must be positive, not {speed!r}")
-        self.db = open_db(db) if isinstance(db, str | os.PathLike) else db
         self.session_id = session_id
         self.speed = math.inf if speed is None else float(speed)
-        self.events: list[Event] = list(read_events(self.db, session_id))
+        if isinstance(db, str | os.PathLike):
+            self.db = open_db(db)
+            try:
+                self.events = list(read_events(self.db, session_id))
+            finally:
+                self.db.conn.close()
+        else:
+            self.db = db
+            self.events = list(read_events(self.db, session_id))
         """The recorded events, in order."""
         if not self.events:
             raise LookupError(f"no recorded session {session_id!r}")

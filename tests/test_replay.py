@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import sqlite3
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,7 +100,10 @@ async def test_instant_replay_is_identical_to_the_recorded_stream(tmp_path: Path
 
         bus.publish = spy  # type: ignore[method-assign]
         bus.subscribe(seen)
-        message = await Replayer(tmp_path / "r.db", session, speed=None).run(bus)  # a path works
+        replayer = Replayer(tmp_path / "r.db", session, speed=None)  # a path works
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):  # read, then closed
+            replayer.db.execute("select 1")
+        message = await replayer.run(bus)
     assert seen.events == live.events
     assert message.text == recorded.text and message.text
     assert message.stop == recorded.stop and message.usage == recorded.usage
