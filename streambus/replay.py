@@ -55,16 +55,13 @@ class Replayer:
             raise ValueError(f"speed must be positive, not {speed!r}")
         self.session_id = session_id
         self.speed = math.inf if speed is None else float(speed)
-        if isinstance(db, str | os.PathLike):
-            self.db = open_db(db)
-            try:
-                self.events = list(read_events(self.db, session_id))
-            finally:
+        self.db = open_db(db) if isinstance(db, str | os.PathLike) else db
+        try:
+            self.events: list[Event] = list(read_events(self.db, session_id))
+            """The recorded events, in order."""
+        finally:
+            if self.db is not db:  # opened here from a path: closed here, once read
                 self.db.conn.close()
-        else:
-            self.db = db
-            self.events = list(read_events(self.db, session_id))
-        """The recorded events, in order."""
         if not self.events:
             raise LookupError(f"no recorded session {session_id!r}")
 
