@@ -64,7 +64,7 @@ async def record(batches: list[list[Event]], path: Path) -> str:
         bus.subscribe(recorder)
         for batch in batches:
             await bus.publish(batch)
-    recorder.db.conn.close()
+    await recorder.aclose()
     return batches[0][0].session
 
 
@@ -88,7 +88,6 @@ async def replay_lags(path: Path, session: str, printer: bool) -> list[float]:
                 bus.subscribe(ConsolePrinter(devnull, devnull, color=False))
             start = trio.current_time()  # what Replayer.run takes as its start, µs later
             await replayer.run(bus)
-    replayer.db.conn.close()
     assert len(lags) == len(replayer.events)
     return lags
 
