@@ -19,7 +19,7 @@ import re
 import sqlite3
 import sys
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
@@ -193,57 +193,79 @@ def write(
     db: sqlite_utils.Database, sessions: Iterable[dict[str, Any]], rows: list[tuple[Any, ...]]
 ) -> None:
     """One transaction: upsert session rows (and the ITL gaps of those that stopped, in
-    ``session_gaps``), then insert event rows (each stored once).
+    ``session_gaps``), then insert event rows (each stored once); a few multi-row
+    statements, not one per session: each statement is a GIL hand-over (:func:`_insert_many`).
 
     Inside a transaction the caller holds (a migration's), it joins that one instead.
     Every event's session row is upserted first, in the same transaction, so the foreign
     key holds by construction: its check (a ``sessions`` lookup per event row, about a
     tenth of the write) is switched off for our own transaction.
     """
+    sessions = list(sessions)
+    by_columns: dict[tuple[str, ...], list[list[Any]]] = {}  # one statement per column set
+    for session in sessions:
+        columns = tuple(c for c in session if c != GAPS)
+        by_columns.setdefault(columns, []).append([session[c] for c in columns])
+    gaps = [(session["id"], session[GAPS]) for session in sessions if GAPS in session]
     with _unchecked_foreign_keys(db), _transaction(db):
-        for session in sessions:
-            columns = [c for c in session if c != GAPS]
-            names = ", ".join(columns)
-            marks = ", ".join("?" for _ in columns)
-            updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "id")
-            db.conn.execute(
-                f"insert into sessions ({names}) values ({marks}) "
-                f"on conflict(id) do update set {updates}",
-                [session[c] for c in columns],
-            )
-            if GAPS in session:
-                db.conn.execute(
-                    "insert into session_gaps (session_id, gaps_ns) values (?, ?) "
-                    "on conflict(session_id) do update set gaps_ns = excluded.gaps_ns",
-                    [session["id"], session[GAPS]],
-                )
-        _insert_events(db.conn, in_key_order(rows))
+        for columns, values in by_columns.items():
+            _insert_many(db.conn, functools.partial(_upsert_session_sql, columns), values)
+        if gaps:
+            _insert_many(db.conn, _upsert_gaps_sql, gaps)
+        _insert_many(db.conn, _insert_event_sql, in_key_order(rows))
 
 
 _ROWS_PER_INSERT: Final = 512
 
 
-def _insert_events(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Insert ``rows`` a few hundred per statement, not one ``executemany`` step per row.
+def _insert_many(
+    conn: sqlite3.Connection, statement: Callable[[int], str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Execute ``statement(n)`` (an insert of ``n`` rows) over ``rows``, a few hundred rows a
+    statement, not one ``executemany`` step per row.
 
     ``sqlite3`` takes the GIL back after every statement step; with ``executemany`` that is
     once per row, so a busy trio thread starves the writer (measured: 2k rows/s against
-    100k with the GIL free). One multi-row ``values`` statement binds its rows in one pass
-    and steps once. Statements come in power-of-two sizes, so a handful stay cached.
+    100k with the GIL free), and every time the writer takes the GIL back the trio thread
+    waits for it. One multi-row ``values`` statement binds its rows in one pass and steps
+    once. Statements come in power-of-two sizes, so a handful stay cached.
     """
+    if not rows:
+        return
     # SQLite before 3.32 allows 999 parameters per statement, later ones 32,766 (or more).
-    most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _EVENT_VALUES.count("?")
+    most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(rows[0])
     done, size = 0, min(_ROWS_PER_INSERT, 1 << (most.bit_length() - 1))
     while done < len(rows):
         while size > len(rows) - done:
             size //= 2
-        conn.execute(_insert_sql(size), list(chain.from_iterable(rows[done : done + size])))
+        conn.execute(statement(size), list(chain.from_iterable(rows[done : done + size])))
         done += size
 
 
 @functools.cache
-def _insert_sql(rows: int) -> str:
+def _insert_event_sql(rows: int) -> str:
     return _INSERT_EVENT + f", {_EVENT_VALUES}" * (rows - 1)
+
+
+@functools.cache
+def _upsert_session_sql(columns: tuple[str, ...], rows: int) -> str:
+    """Upsert ``rows`` session rows of these columns: every column but ``id`` is updated."""
+    marks = "(" + ", ".join("?" for _ in columns) + ")"
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "id")
+    return (
+        f"insert into sessions ({', '.join(columns)}) values "
+        + ", ".join([marks] * rows)
+        + f" on conflict(id) do update set {updates}"
+    )
+
+
+@functools.cache
+def _upsert_gaps_sql(rows: int) -> str:
+    return (
+        "insert into session_gaps (session_id, gaps_ns) values "
+        + ", ".join(["(?, ?)"] * rows)
+        + " on conflict(session_id) do update set gaps_ns = excluded.gaps_ns"
+    )
 
 
 def in_key_order(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

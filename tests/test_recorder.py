@@ -139,6 +139,39 @@ def test_a_write_of_any_size_stores_each_row_once_in_order(
     assert sorted(stored.fetchall()) == sorted(all_rows)
 
 
+@pytest.mark.parametrize("parameters", [None, 999])
+def test_a_write_upserts_many_sessions_of_mixed_columns_as_one_at_a_time_would(
+    tmp_path: Path, parameters: int | None
+) -> None:
+    """Session rows go in as multi-row upserts, one statement per column set (running,
+    running with usage, stopped): 100 sessions in every state, written twice as they
+    progress, end up exactly as writing each session alone would leave them. Also where
+    SQLite allows only 999 parameters per statement, so a column set takes several."""
+    together, alone = open_db(tmp_path / "together.db"), open_db(tmp_path / "alone.db")
+    if parameters is not None:
+        together.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, parameters)
+    sessions = {f"s{i:03d}": synthetic_session(f"s{i:03d}", 5 + i % 7) for i in range(100)}
+    states: dict[str, SessionState] = {}
+    for part in ("first", "rest"):
+        rows = []
+        for i, events in enumerate(sessions.values()):
+            # first: up to the deltas, to the usage, or (every third) to the stop
+            end = [len(events) - 2, len(events) - 1, len(events)][i % 3]
+            rows += event_rows(events[:end] if part == "first" else events[end:], states)
+        rows_now = [states[sid].row(sid) for sid in sessions]
+        assert len({tuple(r) for r in rows_now}) == (3 if part == "first" else 1)
+        write(together, rows_now, rows)
+        for row in rows_now:
+            write(alone, [row], [r for r in rows if r[0] == row["id"]])
+    for table in ("sessions", "session_gaps", "events"):
+        query = f"select * from {table} order by 1, 2"
+        assert together.execute(query).fetchall() == alone.execute(query).fetchall()
+    assert together.execute("select count(*), min(status) from sessions").fetchall() == [
+        (100, "ok")
+    ]
+    assert together.execute("select count(*) from session_gaps").fetchall() == [(100,)]
+
+
 async def test_two_buses_record_concurrently_into_one_file(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
     async with open_simulator(FAST) as sim:
