@@ -628,13 +628,20 @@ def _cpu() -> float:
 
 
 async def _ramped(one: Callable[[int], Awaitable[None]], args: argparse.Namespace) -> None:
-    """Run ``one(i)`` for each of ``args.n`` streams, their starts spread over ``args.ramp``."""
+    """Run ``one(i)`` for each of ``args.n`` streams, their starts spread over ``args.ramp``.
+
+    Stream ``i`` is due at ``i * ramp / n`` from the first: a deadline, not a sleep after the
+    previous start, so a start woken late does not push every later one back too (with
+    sleeps, N wake-ups each a loop turn late added up to seconds at a few hundred streams).
+    A client too busy to keep up still starts late, and its wall time shows it.
+    """
     import trio
 
+    first = trio.current_time()
     async with trio.open_nursery() as nursery:
         for i in range(args.n):
             nursery.start_soon(one, i)
-            await trio.sleep(args.ramp / args.n)
+            await trio.sleep_until(first + (i + 1) * args.ramp / args.n)
 
 
 def _client_main(argv: list[str]) -> None:
