@@ -153,16 +153,16 @@ def test_a_write_upserts_many_sessions_of_mixed_columns_as_one_at_a_time_would(
     sessions = {f"s{i:03d}": synthetic_session(f"s{i:03d}", 5 + i % 7) for i in range(100)}
     states: dict[str, SessionState] = {}
     for part in ("first", "rest"):
-        rows = []
+        new_rows = []
         for i, events in enumerate(sessions.values()):
             # first: up to the deltas, to the usage, or (every third) to the stop
             end = [len(events) - 2, len(events) - 1, len(events)][i % 3]
-            rows += event_rows(events[:end] if part == "first" else events[end:], states)
-        rows_now = [states[sid].row(sid) for sid in sessions]
-        assert len({tuple(r) for r in rows_now}) == (3 if part == "first" else 1)
-        write(together, rows_now, rows)
-        for row in rows_now:
-            write(alone, [row], [r for r in rows if r[0] == row["id"]])
+            new_rows += event_rows(events[:end] if part == "first" else events[end:], states)
+        session_rows = [states[sid].row(sid) for sid in sessions]
+        assert len({tuple(r) for r in session_rows}) == (3 if part == "first" else 1)
+        write(together, session_rows, new_rows)
+        for row in session_rows:
+            write(alone, [row], [r for r in new_rows if r[0] == row["id"]])
     for table in ("sessions", "session_gaps", "events"):
         query = f"select * from {table} order by 1, 2"
         assert together.execute(query).fetchall() == alone.execute(query).fetchall()
