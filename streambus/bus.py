@@ -348,6 +348,7 @@ class Bus:
         self._nursery: trio.Nursery | None = None
         self._unstarted: list[tuple[Subscription, Any]] = []
         self._closed = False
+        self._closing = trio.Event()  # set when closing begins: cuts delivery windows short
         self._drained = trio.Event()
 
     # -- subscribing --------------------------------------------------------------------------
@@ -371,7 +372,7 @@ class Bus:
         and returns, and the handler goes on taking batches while the work runs. A batch
         taker may set ``delivery_window`` (seconds): it is then woken at most once per window
         and gets everything published meanwhile in one call, instead of once per network
-        read (the printers and the recorder do: 5 ms).
+        read (the printers and the recorder do: 5 ms); the bus closing ends a window at once.
         Without a handler the subscription is an async iterator of events.
 
         A handler with nothing async (and no ``flush`` or ``delivery_window``) subscribed
@@ -518,6 +519,7 @@ class Bus:
                     await self._drained.wait()
             return
         self._closed = True
+        self._closing.set()
         for sub in self._subscriptions:
             sub._send.close()
         with trio.CancelScope(shield=True):
@@ -701,6 +703,7 @@ def _deliverer(handler: Any) -> _Deliver:
         # (the recorder writes to disk) then catches up in one call instead of falling behind.
         gather = getattr(sub._receive, "receive_nowait", None) if on_events is not None else None
         windowed = 0.0 if gather is None else window
+        closing = sub.bus._closing
         deadline = math.inf  # when pending work must be flushed, if nothing else comes
         while True:
             try:
@@ -719,7 +722,8 @@ def _deliverer(handler: Any) -> _Deliver:
                 continue
             if gather is not None:
                 if windowed:  # let the window's batches arrive, then take them all at once
-                    await trio.sleep(windowed)
+                    with trio.move_on_after(windowed):  # or until the bus closes: no more come
+                        await closing.wait()
                 batch = _gather(batch, gather)
             sub.delivered += len(batch)
             await take_batch(batch)

@@ -554,8 +554,35 @@ async def test_a_windowed_batch_taker_is_woken_once_per_window(
         for event in events:  # one event per read, each read a checkpoint: a live stream
             await bus.publish([event])
             await trio.lowlevel.checkpoint()
+        await trio.sleep(1)  # the bus stays open: the window runs its course
     assert sum(n for _, n in calls) == len(events)
     assert len(calls) == 1 and calls[0][0] == pytest.approx(0.005)  # all of it, 5 ms late
+
+
+async def test_closing_the_bus_ends_a_delivery_window_at_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A window longer than the bus's grace must not make closing wait it out, nor cost the
+    subscriber what was published during it (it used to: the grace ran out mid-window and the
+    subscriber was cancelled with every event undelivered)."""
+    events = make_session(10)
+    calls: list[tuple[float, int]] = []
+
+    class Windowed:
+        delivery_window = 60.0
+
+        def on_events(self, batch: Sequence[Event]) -> None:
+            calls.append((trio.current_time(), len(batch)))
+
+    async with open_bus(grace=1) as bus:
+        bus.subscribe(Windowed())
+        for event in events:
+            await bus.publish([event])
+            await trio.lowlevel.checkpoint()
+        closing = trio.current_time()
+    assert trio.current_time() == closing  # no virtual time passed: nothing waited
+    assert calls == [(closing, len(events))]
+    assert bus.failures == []
 
 
 # -- sync handlers are called by publish itself ---------------------------------------------------
