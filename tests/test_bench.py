@@ -59,3 +59,31 @@ def test_the_concurrency_limit_is_bisected_to_within_its_resolution(
     assert true_limit - limit <= max(5, concurrency.RESOLUTION * limit)
     assert all(passed < n < failed for n in tried) and len(tried) == len(set(tried))
     assert tried or passed == 0 or failed - passed <= 5
+
+
+def _split_at(body: bytes, marker: bytes, offset: int) -> list[bytes]:
+    """``body`` as two reads, cut ``offset`` bytes into the first ``marker``."""
+    at = body.index(marker) + offset
+    return [body[:at], body[at:]]
+
+
+def test_the_benchmark_tools_loops_are_timed_as_they_behave() -> None:
+    """The parse suite's stand-ins for vLLM ``bench serve`` and llmperf behave as those tools
+    do on reads cut anywhere: vLLM's loop, which strips every read, loses a token's leading
+    space at a cut before it and fails at a cut between ``data:`` and its space (as
+    vllm-project/vllm#51172 reports), so the suite times it on live reads only; unstripped,
+    and llmperf's, they get the text right."""
+    from bench import parse
+    from bench.payloads import payloads
+
+    payload = payloads(60)[0]
+    assert payload.name == "openai text"
+    before_space = _split_at(payload.body, b'"content":" ', len(b'"content":"'))
+    after_field = _split_at(payload.body, b"data: {", len(b"data:"))
+    released = parse.vllm_bench_serve("openai")
+    assert released(before_space).text == payload.text.replace(" ", "", 1)
+    with pytest.raises(json.JSONDecodeError):
+        released(after_field)
+    for contender in (parse.vllm_bench_serve_fixed("openai"), parse.llmperf("openai")):
+        for reads in (before_space, after_field):
+            assert contender(reads).text == payload.text
