@@ -1,4 +1,5 @@
-"""Concurrency: N streams at once at a realistic pace, everything recorded; and the openai SDK.
+"""Concurrency: N streams at once at a realistic pace, everything recorded; and the openai SDK
+and vLLM ``bench serve``'s client.
 
 What runs. For each N, a fresh client process (``python -m bench.concurrency client …``) opens
 N streams, their starts spread evenly over a ramp (2 s; all N are concurrent once it is over),
@@ -9,8 +10,13 @@ SQLite file, and a probe subscriber (whole batches; plain, so ``publish`` calls 
 read's events are published) that measures. *openai SDK*:
 ``openai.AsyncOpenAI`` (``max_retries=0``, an ``httpx2`` client without pool limit) run under
 trio (the SDK is anyio-based and runs there as is), each stream consumed by ``async for chunk``
-with the same measurements, nothing recorded. A fresh process per N keeps CPU, peak memory and
-the garbage collector of one figure out of the next.
+with the same measurements, nothing recorded. *vLLM ``bench serve``'s client*: its request
+loop (``aiohttp``, ``iter_any()``, its SSE framing and per-chunk work, re-implemented step for
+step in ``bench/parse.py`` and :func:`_client_vllm`) under asyncio, as it runs, one
+``aiohttp`` session without a connection limit; nothing recorded. What a benchmark tool's
+client can follow bounds the concurrency it can measure without its own lag in the ITL.
+A fresh process per N keeps CPU, peak memory and the garbage collector of one figure out of
+the next.
 
 What serves the streams. Not ``streambus sim``: measured here it spends ~175 µs of CPU per
 event (h11, a trio sleep per event per stream, answers built per request), so 50,000
@@ -39,15 +45,15 @@ Figures, per level:
   microseconds and the delay ``now − (t0 + t_ns)`` is, if anything, overstated by that. The
   SDK: a transport wrapper stamps each read of the response body; a chunk's delay is from
   the latest read to when ``async for`` yields it (the SDK parses reads without reading
-  ahead).
+  ahead). vLLM's client: from the read ``iter_any()`` returned to the chunk's parse.
 - ``lag p99``: how far behind its schedule a content event reached the subscriber:
   ``now − (anchor + due[k])`` for the stream's k-th content event, anchored at the first
   one's read time. Delivery delay alone cannot see a client that falls behind reading (the
   bytes wait in the socket, and the read stamp moves with them); lag can.
 - ``lost``: expected minus received events over all sessions (streambus: ``EVENTS`` + 3 per
-  session: start, usage, stop; SDK: ``EVENTS`` + 3 chunks: role, finish, usage), plus, for
-  streambus, rows missing from the database; ``bad_stop``: sessions without exactly one
-  ``stop`` (SDK: one ``finish_reason``) or not ending normally.
+  session: start, usage, stop; SDK and vLLM's client: ``EVENTS`` + 3 chunks: role, finish,
+  usage), plus, for streambus, rows missing from the database; ``bad_stop``: sessions without
+  exactly one ``stop`` (SDK and vLLM's client: one ``finish_reason``) or not ending normally.
 - ``KiB/stream``: peak RSS growth (``VmHWM``, reset through ``/proc/self/clear_refs`` after
   setup, minus ``VmRSS`` then) divided by N.
 - the floors: the same streams read by ``httpx2-read`` (``client.stream`` and
@@ -105,8 +111,9 @@ LEVELS = [100, 300, 1000]  # always measured, for the table
 LADDER = [10, 25, 50, 75, 100, 125, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000]
 RUNS = 2  # per ladder level while climbing: the limit must pass every one
 RESOLUTION = 0.1  # the limit is bisected between ladder levels to within 10 %
-IMPLS = ("streambus", "openai-sdk", "httpx2-read", "socket-read")
-"""What each level runs: streambus, the openai SDK, and the two floors (receiving only)."""
+IMPLS = ("streambus", "openai-sdk", "vllm-client", "httpx2-read", "socket-read")
+"""What each level runs: streambus, the openai SDK, vLLM ``bench serve``'s client, and the
+two floors (receiving only)."""
 """Climbed while levels pass (the limit); after the first failure only ``LEVELS`` still run."""
 QUICK = {"n": 20, "events": 50, "ramp": 0.2}
 DELAY_LIMIT_MS = 100.0
@@ -152,6 +159,9 @@ def run(quick: bool) -> list[Result]:
         floor = limits["httpx2-read"]
         share = ours / floor if floor else float("inf")
         results.append(measure(GROUP, "streambus / httpx2-read limit", "x", [share]))
+        vllm = limits["vllm-client"]
+        versus = ours / vllm if vllm else float("inf")
+        results.append(measure(GROUP, "streambus / vllm-client limit", "x", [versus]))
         return results
 
 
@@ -537,6 +547,106 @@ async def _client_sdk(args: argparse.Namespace, out: dict[str, Any]) -> None:
     )
 
 
+async def _client_vllm(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """vLLM ``bench serve``'s client (under asyncio, as it runs): one ``aiohttp`` session
+    without a connection limit, each stream its request loop over ``iter_any()`` with its
+    framing (:class:`bench.parse.VLLMMessages`) and its per-chunk work (a timestamp,
+    ``json.loads``, the text, the ITL list). Nothing recorded."""
+    import asyncio
+
+    import aiohttp
+
+    from bench.parse import VLLMMessages
+
+    simulator = {"events": args.events, "tokens_per_second": PACE, "ttft": TTFT, "jitter": JITTER}
+    schedule = offsets(args.events, PACE, TTFT, JITTER)
+    delay, lag = _Histogram(), _Histogram()
+    sessions: list[tuple[int, int, int]] = []  # chunks, finishes, content chunks
+    url = f"http://127.0.0.1:{args.port}/v1/chat/completions"
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer k"}
+    perf_counter = time.perf_counter
+
+    async def request(session: aiohttp.ClientSession, extra: dict[str, Any], tokens: int) -> None:
+        payload = {
+            "model": "sim-1",
+            "messages": [{"role": "user", "content": "Tell me about streaming."}],
+            "max_completion_tokens": tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "simulator": extra,
+        }
+        framing = VLLMMessages()
+        text = ""
+        itl: list[float] = []
+        chunks = finishes = k = 0
+        anchor = 0.0
+        st = most_recent = perf_counter()
+        first = True
+        async with session.post(url=url, json=payload, headers=headers) as response:
+            assert response.status == 200, response.status
+            async for read in response.content.iter_any():
+                stamp = perf_counter()
+                for message in framing.add(read):
+                    if message.startswith(":"):
+                        continue
+                    data = message.removeprefix("data: ")
+                    if data == "[DONE]":
+                        continue
+                    timestamp = perf_counter()
+                    chunk = json.loads(data)
+                    delay.add(timestamp - stamp)
+                    chunks += 1
+                    if choices := chunk.get("choices"):
+                        content = choices[0]["delta"].get("content")
+                        if first:
+                            first, ttft = False, timestamp - st  # noqa: F841 - vLLM keeps it
+                        else:
+                            itl.append(timestamp - most_recent)
+                        text += content or ""
+                        most_recent = timestamp
+                        if content:  # the lag of content chunks, as for the others
+                            if k == 0:
+                                anchor = stamp - schedule[0]
+                            lag.add(timestamp - (anchor + schedule[k]))
+                            k += 1
+                        if choices[0].get("finish_reason") == "stop":
+                            finishes += 1
+        sessions.append((chunks, finishes, k))
+
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=6 * 60 * 60)  # vLLM's AIOHTTP_TIMEOUT
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await request(session, _WARM, 5)
+        sessions.clear()
+        delay, lag = _Histogram(), _Histogram()
+        rss = _reset_peak()
+        cpu, wall = _cpu(), time.perf_counter()
+        loop = asyncio.get_running_loop()
+        first_start = loop.time()
+        async with asyncio.TaskGroup() as group:
+            for i in range(args.n):  # starts on deadlines, as _ramped does under trio
+                group.create_task(request(session, simulator, args.events))
+                await asyncio.sleep(first_start + (i + 1) * args.ramp / args.n - loop.time())
+        cpu, wall = _cpu() - cpu, time.perf_counter() - wall
+        peak = _rss_kib("VmHWM")
+    received = sum(s[0] for s in sessions)
+    expected = args.n * (args.events + CHUNK_EXTRA)
+    bad = args.n - sum(1 for s in sessions if s[1] == 1 and s[2] == args.events)
+    out.update(
+        received=received,
+        expected=expected,
+        lost=expected - received,
+        recorded=None,
+        bad_stop=bad,
+        cpu_s=cpu,
+        wall_s=wall,
+        kib_per_stream=(peak - rss) / args.n,
+        delay_p50_ms=delay.percentile(50),
+        delay_p99_ms=delay.percentile(99),
+        lag_p99_ms=lag.percentile(99),
+    )
+
+
 async def _client_floor(args: argparse.Namespace, out: dict[str, Any]) -> None:
     """``httpx2-read`` or ``socket-read``: receive the streams, count their events, no more."""
     import httpx2
@@ -662,9 +772,13 @@ def _client_main(argv: list[str]) -> None:
     parser.add_argument("--ramp", type=float, default=RAMP)
     args = parser.parse_args(argv)
     out: dict[str, Any] = {"n": args.n, "impl": args.impl}
-    clients = {"streambus": _client_streambus, "openai-sdk": _client_sdk}
-    client = clients.get(args.impl, _client_floor)
-    trio.run(client, args, out)
+    if args.impl == "vllm-client":
+        import asyncio
+
+        asyncio.run(_client_vllm(args, out))
+    else:
+        clients = {"streambus": _client_streambus, "openai-sdk": _client_sdk}
+        trio.run(clients.get(args.impl, _client_floor), args, out)
     print(json.dumps(out))
 
 

@@ -42,6 +42,7 @@ def main(source: Path, target: Path) -> None:
     lines = {
         "streambus": ("tab:blue", "o-", "streambus (recorded)"),
         "openai-sdk": ("tab:gray", "o-", "openai SDK (not recorded)"),
+        "vllm-client": ("tab:purple", "o-", "vLLM bench serve's client (not recorded)"),
         "httpx2-read": ("tab:orange", "s--", "floor: httpx2 read only"),
         "socket-read": ("tab:green", "s--", "floor: trio socket read only"),
     }

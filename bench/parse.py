@@ -250,54 +250,69 @@ def _tool_answer(text: str, tokens: int | None) -> ToolAnswer:
     return ToolAnswer(text, [], None, tokens)
 
 
-def vllm_bench_serve(provider: str, *, strip_reads: bool = True) -> Contender:
-    """vLLM ``bench serve``'s OpenAI chat loop (``vllm/benchmarks/lib/endpoint_request_func.py``:
-    ``StreamedResponseHandler`` and ``async_request_openai_chat_completions``), per read.
+class VLLMMessages:
+    """vLLM ``bench serve``'s SSE framing (``vllm/benchmarks/lib/endpoint_request_func.py``:
+    its request loop strips each read, ``StreamedResponseHandler.add_chunk`` does the rest):
+    :meth:`add` takes a read and returns the messages it completed.
 
     Each read is stripped of surrounding whitespace (unless ``strip_reads`` is false: the
     fix proposed in vllm-project/vllm#51172, since a read cut just before a space loses it:
     ``data:`` + `` {…}`` no longer parses, and a token's leading space vanishes from the
-    text) and decoded into a text buffer; every
-    ``"\n\n"`` splits one message off the buffer's front (``str.split(..., 1)``: the rest
-    is copied once per message); a leftover that starts with ``data: `` and parses as JSON
-    (a ``json.loads`` thrown away) is taken as a message too. Each message: a timestamp,
-    ``json.loads``, the first choice's content added to the text, the gap to the last token
-    appended to the ITL list; a chunk without choices gives the usage.
+    text) and decoded into a text buffer; every ``"\n\n"`` splits one message off the
+    buffer's front (``str.split(..., 1)``: the rest is copied once per message); a leftover
+    that starts with ``data: `` and parses as JSON (a ``json.loads`` thrown away) is taken as
+    a message too.
     """
+
+    def __init__(self, *, strip_reads: bool = True) -> None:
+        self._decode = codecs.getincrementaldecoder("utf-8")().decode
+        self._buffer = ""
+        self._strip = strip_reads
+
+    def add(self, read: bytes) -> list[str]:
+        if self._strip:
+            read = read.strip()
+        if not read:
+            return []
+        buffer = self._buffer + self._decode(read)
+        messages = []
+        while "\n\n" in buffer:
+            message, buffer = buffer.split("\n\n", 1)
+            if message := message.strip():
+                messages.append(message)
+        if buffer.startswith("data: "):  # a whole message without its blank line?
+            rest = buffer[6:].strip()
+            complete = rest == "[DONE]"
+            if not complete and rest:
+                try:
+                    json.loads(rest)
+                    complete = True
+                except json.JSONDecodeError:
+                    pass  # not yet: wait for more
+            if complete:
+                messages.append(buffer.strip())
+                buffer = ""
+        self._buffer = buffer
+        return messages
+
+
+def vllm_bench_serve(provider: str, *, strip_reads: bool = True) -> Contender:
+    """vLLM ``bench serve``'s OpenAI chat loop (``async_request_openai_chat_completions``)
+    over :class:`VLLMMessages`: per message (comments and ``[DONE]`` skipped) a timestamp,
+    ``json.loads``, the first choice's content added to the text, the gap to the last token
+    appended to the ITL list; a chunk without choices gives the usage."""
     assert provider == "openai"
     perf_counter = time.perf_counter
 
     def run(reads: Reads) -> ToolAnswer:
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        buffer = text = ""
+        framing = VLLMMessages(strip_reads=strip_reads)
+        text = ""
         itl: list[float] = []
         first = True
         start = last = perf_counter()
         tokens = None
         for read in reads:
-            if strip_reads:
-                read = read.strip()
-            if not read:
-                continue
-            buffer += decoder.decode(read)
-            messages = []
-            while "\n\n" in buffer:
-                message, buffer = buffer.split("\n\n", 1)
-                if message := message.strip():
-                    messages.append(message)
-            if buffer.startswith("data: "):  # a whole message without its blank line?
-                rest = buffer[6:].strip()
-                complete = rest == "[DONE]"
-                if not complete and rest:
-                    try:
-                        json.loads(rest)
-                        complete = True
-                    except json.JSONDecodeError:
-                        pass  # not yet: wait for more
-                if complete:
-                    messages.append(buffer.strip())
-                    buffer = ""
-            for message in messages:
+            for message in framing.add(read):
                 if message.startswith(":"):
                     continue
                 data = message.removeprefix("data: ")
