@@ -79,7 +79,17 @@ def cpu_seconds() -> float:
 def machine() -> dict[str, Any]:
     """Where the numbers were measured: docs/performance.md quotes it with every table."""
     versions = {}
-    for package in ("streambus", "trio", "httpx2", "msgspec", "openai", "anthropic", "httpx-sse"):
+    packages = (
+        "streambus",
+        "trio",
+        "httpx2",
+        "msgspec",
+        "openai",
+        "anthropic",
+        "httpx-sse",
+        "aiohttp",
+    )
+    for package in packages:
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
