@@ -529,22 +529,37 @@ async def _client_sdk(args: argparse.Namespace, out: dict[str, Any]) -> None:
         await _ramped(one, args)
         cpu, wall = _cpu() - cpu, time.perf_counter() - wall
         peak = _rss_kib("VmHWM")
+    out.update(_chunk_figures(args, sessions, delay, lag, cpu=cpu, wall=wall, kib=peak - rss))
+
+
+def _chunk_figures(
+    args: argparse.Namespace,
+    sessions: list[tuple[int, int, int]],
+    delay: _Histogram,
+    lag: _Histogram,
+    *,
+    cpu: float,
+    wall: float,
+    kib: int,
+) -> dict[str, Any]:
+    """A level's figures for a client that reads chunks and records nothing (the SDK,
+    vLLM's client): ``sessions`` holds each stream's chunks, finishes and content chunks."""
     received = sum(s[0] for s in sessions)
     expected = args.n * (args.events + CHUNK_EXTRA)
     bad = args.n - sum(1 for s in sessions if s[1] == 1 and s[2] == args.events)
-    out.update(
-        received=received,
-        expected=expected,
-        lost=expected - received,
-        recorded=None,
-        bad_stop=bad,
-        cpu_s=cpu,
-        wall_s=wall,
-        kib_per_stream=(peak - rss) / args.n,
-        delay_p50_ms=delay.percentile(50),
-        delay_p99_ms=delay.percentile(99),
-        lag_p99_ms=lag.percentile(99),
-    )
+    return {
+        "received": received,
+        "expected": expected,
+        "lost": expected - received,
+        "recorded": None,
+        "bad_stop": bad,
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "kib_per_stream": kib / args.n,
+        "delay_p50_ms": delay.percentile(50),
+        "delay_p99_ms": delay.percentile(99),
+        "lag_p99_ms": lag.percentile(99),
+    }
 
 
 async def _client_vllm(args: argparse.Namespace, out: dict[str, Any]) -> None:
@@ -586,12 +601,7 @@ async def _client_vllm(args: argparse.Namespace, out: dict[str, Any]) -> None:
             assert response.status == 200, response.status
             async for read in response.content.iter_any():
                 stamp = perf_counter()
-                for message in framing.add(read):
-                    if message.startswith(":"):
-                        continue
-                    data = message.removeprefix("data: ")
-                    if data == "[DONE]":
-                        continue
+                for data in framing.data(read):
                     timestamp = perf_counter()
                     chunk = json.loads(data)
                     delay.add(timestamp - stamp)
@@ -629,22 +639,7 @@ async def _client_vllm(args: argparse.Namespace, out: dict[str, Any]) -> None:
                 await asyncio.sleep(first_start + (i + 1) * args.ramp / args.n - loop.time())
         cpu, wall = _cpu() - cpu, time.perf_counter() - wall
         peak = _rss_kib("VmHWM")
-    received = sum(s[0] for s in sessions)
-    expected = args.n * (args.events + CHUNK_EXTRA)
-    bad = args.n - sum(1 for s in sessions if s[1] == 1 and s[2] == args.events)
-    out.update(
-        received=received,
-        expected=expected,
-        lost=expected - received,
-        recorded=None,
-        bad_stop=bad,
-        cpu_s=cpu,
-        wall_s=wall,
-        kib_per_stream=(peak - rss) / args.n,
-        delay_p50_ms=delay.percentile(50),
-        delay_p99_ms=delay.percentile(99),
-        lag_p99_ms=lag.percentile(99),
-    )
+    out.update(_chunk_figures(args, sessions, delay, lag, cpu=cpu, wall=wall, kib=peak - rss))
 
 
 async def _client_floor(args: argparse.Namespace, out: dict[str, Any]) -> None:

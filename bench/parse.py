@@ -295,10 +295,21 @@ class VLLMMessages:
         self._buffer = buffer
         return messages
 
+    def data(self, read: bytes) -> list[str]:
+        """The data of each message :meth:`add` completes, as vLLM's request loop takes it:
+        comments (``:`` pings) and ``[DONE]`` skipped, ``data: `` cut off."""
+        out = []
+        for message in self.add(read):
+            if not message.startswith(":"):
+                data = message.removeprefix("data: ")
+                if data != "[DONE]":
+                    out.append(data)
+        return out
+
 
 def vllm_bench_serve(provider: str, *, strip_reads: bool = True) -> Contender:
     """vLLM ``bench serve``'s OpenAI chat loop (``async_request_openai_chat_completions``)
-    over :class:`VLLMMessages`: per message (comments and ``[DONE]`` skipped) a timestamp,
+    over :meth:`VLLMMessages.data`: per message a timestamp,
     ``json.loads``, the first choice's content added to the text, the gap to the last token
     appended to the ITL list; a chunk without choices gives the usage."""
     assert provider == "openai"
@@ -312,12 +323,7 @@ def vllm_bench_serve(provider: str, *, strip_reads: bool = True) -> Contender:
         start = last = perf_counter()
         tokens = None
         for read in reads:
-            for message in framing.add(read):
-                if message.startswith(":"):
-                    continue
-                data = message.removeprefix("data: ")
-                if data == "[DONE]":
-                    continue
+            for data in framing.data(read):
                 now = perf_counter()
                 chunk = json.loads(data)
                 if choices := chunk.get("choices"):
