@@ -239,15 +239,15 @@ def naive(provider: str) -> Contender:
 # the text. genai-perf has no Python stream loop (perf_analyzer, C++, does the reading).
 
 
-class ToolAnswer(Answer):
+class BenchmarkToolAnswer(Answer):
     """What a benchmark tool's loop gets out of a stream: the text, and the tokens it counts.
 
     Only the text is checked: vLLM reads the output tokens from usage, llmperf counts
     content chunks, and neither reads tool calls or the finish reason."""
 
 
-def _tool_answer(text: str, tokens: int | None) -> ToolAnswer:
-    return ToolAnswer(text, [], None, tokens)
+def _benchmark_tool_answer(text: str, tokens: int | None) -> BenchmarkToolAnswer:
+    return BenchmarkToolAnswer(text, [], None, tokens)
 
 
 class VLLMMessages:
@@ -315,7 +315,7 @@ def vllm_bench_serve(provider: str, *, strip_reads: bool = True) -> Contender:
     assert provider == "openai"
     perf_counter = time.perf_counter
 
-    def run(reads: Reads) -> ToolAnswer:
+    def run(reads: Reads) -> BenchmarkToolAnswer:
         framing = VLLMMessages(strip_reads=strip_reads)
         text = ""
         itl: list[float] = []
@@ -335,9 +335,14 @@ def vllm_bench_serve(provider: str, *, strip_reads: bool = True) -> Contender:
                     last = now
                 elif usage := chunk.get("usage"):
                     tokens = usage.get("completion_tokens")
-        return _tool_answer(text, tokens)
+        return _benchmark_tool_answer(text, tokens)
 
     return run
+
+
+def vllm_bench_serve_fixed(provider: str) -> Contender:
+    """:func:`vllm_bench_serve` with vllm-project/vllm#51172 applied: reads not stripped."""
+    return vllm_bench_serve(provider, strip_reads=False)
 
 
 def llmperf(provider: str) -> Contender:
@@ -367,7 +372,7 @@ def llmperf(provider: str) -> Contender:
         if pending is not None:
             yield pending
 
-    def run(reads: Reads) -> ToolAnswer:
+    def run(reads: Reads) -> BenchmarkToolAnswer:
         text = ""
         itl: list[float] = []
         tokens = 0
@@ -393,14 +398,9 @@ def llmperf(provider: str) -> Contender:
                     itl.append(monotonic() - last)
                 last = monotonic()
                 text += delta["content"]
-        return _tool_answer(text, tokens)
+        return _benchmark_tool_answer(text, tokens)
 
     return run
-
-
-def vllm_bench_serve_fixed(provider: str) -> Contender:
-    """:func:`vllm_bench_serve` with vllm-project/vllm#51172 applied: reads not stripped."""
-    return vllm_bench_serve(provider, strip_reads=False)
 
 
 _BENCHMARK_TOOLS: list[tuple[str, Callable[[str], Contender], frozenset[str]]] = [
@@ -683,8 +683,8 @@ def _answer_of(output: Any) -> Answer:
 def _check(name: str, payload: Payload, shape: str, output: Any) -> None:
     got = _answer_of(output)
     want = Answer(payload.text, payload.arguments, payload.finish, payload.output_tokens)
-    if isinstance(got, ToolAnswer):  # a benchmark tool's loop keeps only the text
-        want = ToolAnswer(payload.text, [], None, got.output_tokens)
+    if isinstance(got, BenchmarkToolAnswer):  # a benchmark tool's loop keeps only the text
+        want = BenchmarkToolAnswer(payload.text, [], None, got.output_tokens)
     if got != want:
         for field in dataclasses.fields(Answer):
             if getattr(got, field.name) != getattr(want, field.name):
