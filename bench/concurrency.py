@@ -109,12 +109,12 @@ RAMP = 2.0
 EVENTS = 250  # content events per stream: 5 s at 50/s
 LEVELS = [100, 300, 1000]  # always measured, for the table
 LADDER = [10, 25, 50, 75, 100, 125, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000]
+"""Climbed while levels pass (the limit); after the first failure only ``LEVELS`` still run."""
 RUNS = 2  # per ladder level while climbing: the limit must pass every one
 RESOLUTION = 0.1  # the limit is bisected between ladder levels to within 10 %
 IMPLS = ("streambus", "openai-sdk", "vllm-client", "httpx2-read", "socket-read")
 """What each level runs: streambus, the openai SDK, vLLM ``bench serve``'s client, and the
 two floors (receiving only)."""
-"""Climbed while levels pass (the limit); after the first failure only ``LEVELS`` still run."""
 QUICK = {"n": 20, "events": 50, "ramp": 0.2}
 DELAY_LIMIT_MS = 100.0
 SERVER_LATE_LIMIT_MS = 20
